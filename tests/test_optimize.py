@@ -1,0 +1,215 @@
+"""The run command: outputs, resume after SIGTERM, corrupt checkpoints, NaN guard, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import flax
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitnqs import checkpoint
+from vitnqs.cli import main
+from vitnqs.optimize import (
+    EXIT_INTERRUPTED,
+    HISTORY_COLUMNS,
+    ConfigError,
+    Diverged,
+    Interrupted,
+    RunConfig,
+    RunOptions,
+    _Run,
+    optimize,
+)
+
+TINY = RunConfig(
+    attention="factored", L=4, J2=0.0, layers=1, d=8, heads=2, samples=32, steps=8, seed=1
+)
+EVERY2 = RunOptions(checkpoint_every=2, progress=False)
+DETERMINISTIC = [c for c in HISTORY_COLUMNS if c != "time_s"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    summary = optimize(TINY, out, EVERY2)
+    return out, summary
+
+
+def _history(out):
+    return pd.read_csv(Path(out) / "history.csv")
+
+
+def _assert_same_history(a, b):
+    ha, hb = _history(a), _history(b)
+    assert list(ha.step) == list(range(TINY.steps)) == list(hb.step)
+    pd.testing.assert_frame_equal(ha[DETERMINISTIC], hb[DETERMINISTIC], check_exact=True)
+    assert (Path(a) / "params.msgpack").read_bytes() == (Path(b) / "params.msgpack").read_bytes()
+
+
+def _interrupt_at(monkeypatch, step_to_signal, signum=signal.SIGTERM):
+    """Send a real signal to this process at the end of the given step."""
+    original = _Run.step_end
+
+    def step_end(self, step, log_data, driver):
+        original(self, step, log_data, driver)
+        if step == step_to_signal:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(_Run, step_end.__name__, step_end)
+
+
+def test_outputs(uninterrupted):
+    out, summary = uninterrupted
+    history = _history(out)
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert (
+        history[["energy", "energy_error", "energy_variance", "rel_error", "acceptance", "lr"]]
+        .notna()
+        .all()
+        .all()
+    )
+    np.testing.assert_allclose(
+        history.rel_error, abs((history.energy + 0.7017802) / 0.7017802), atol=1e-7
+    )
+    assert history.lr.iloc[0] == pytest.approx(TINY.lr) and history.lr.is_monotonic_decreasing
+    assert summary["n_parameters"] == 968 and summary["eval_samples"] == 4 * TINY.samples
+    assert summary["reference_kind"] == "exact diagonalization"
+    assert summary["rel_error"] == pytest.approx(
+        abs((summary["energy"] + 0.7017802) / 0.7017802), abs=1e-7
+    )
+    assert summary["config"]["attention"] == "factored" and summary["versions"]["netket"]
+    assert summary["device_platform"] == "cpu" and summary["median_step_time_s"] > 0
+    assert json.loads((Path(out) / "summary.json").read_text()) == summary
+    init = flax.serialization.msgpack_restore((Path(out) / "init_params.msgpack").read_bytes())
+    final = flax.serialization.msgpack_restore((Path(out) / "params.msgpack").read_bytes())
+    assert jax.tree_util.tree_structure(init) == jax.tree_util.tree_structure(final)
+    assert not np.allclose(init["head"]["dense_re"]["kernel"], final["head"]["dense_re"]["kernel"])
+
+
+def test_finished_run_is_a_noop(uninterrupted, capsys):
+    out, summary = uninterrupted
+    before = {p.name: p.stat().st_mtime_ns for p in Path(out).iterdir()}
+    assert optimize(TINY, out, EVERY2) == summary
+    assert "nothing to do" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in Path(out).iterdir()} == before
+
+
+def test_other_settings_in_the_same_directory_are_refused(uninterrupted):
+    out, _ = uninterrupted
+    before = (Path(out) / "summary.json").read_bytes()
+    with pytest.raises(ConfigError, match="lr: 0.03 there, 0.05 now"):
+        optimize(RunConfig(**{**TINY.__dict__, "lr": 0.05}), out, EVERY2)
+    assert (Path(out) / "summary.json").read_bytes() == before
+
+
+def test_resume_after_sigterm_matches_uninterrupted_run(uninterrupted, tmp_path, monkeypatch):
+    _interrupt_at(monkeypatch, step_to_signal=4)
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        optimize(TINY, tmp_path, EVERY2)
+    assert len(_history(tmp_path)) == 5 and not (tmp_path / "summary.json").exists()
+    assert checkpoint.read_checkpoint(tmp_path / checkpoint.CURRENT)["step"] == 5
+    monkeypatch.undo()
+    optimize(TINY, tmp_path, EVERY2)
+    _assert_same_history(uninterrupted[0], tmp_path)
+
+
+def test_corrupt_checkpoint_is_set_aside_and_the_previous_one_used(
+    uninterrupted, tmp_path, monkeypatch, capsys
+):
+    _interrupt_at(monkeypatch, step_to_signal=4, signum=signal.SIGUSR1)
+    with pytest.raises(Interrupted, match="SIGUSR1"):
+        optimize(TINY, tmp_path, EVERY2)
+    monkeypatch.undo()
+    current = tmp_path / checkpoint.CURRENT
+    current.write_bytes(current.read_bytes()[:-100])  # truncated, as by a crash mid-write
+    optimize(TINY, tmp_path, EVERY2)
+    err = capsys.readouterr().err
+    assert "unreadable (checksum mismatch" in err and "resuming" in err and "at step 4/8" in err
+    assert len(list(tmp_path.glob("checkpoint.msgpack.corrupt-*"))) == 1
+    _assert_same_history(uninterrupted[0], tmp_path)
+
+
+def test_non_finite_parameters_stop_the_run_and_keep_the_last_checkpoint(tmp_path, monkeypatch):
+    original = _Run.step_end
+
+    def poison(self, step, log_data, driver):
+        if step == 5:
+            driver.state.parameters = jax.tree_util.tree_map(
+                lambda a: a * np.nan, driver.state.parameters
+            )
+        original(self, step, log_data, driver)
+
+    monkeypatch.setattr(_Run, "step_end", poison)
+    with pytest.raises(Diverged, match="step 5: the parameters after the update became non-finite"):
+        optimize(TINY, tmp_path, EVERY2)
+    saved = checkpoint.load_checkpoint(tmp_path)
+    assert saved["step"] == 4 and len(_history(tmp_path)) == 5
+    assert _history(tmp_path).energy.notna().all()
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--attention", "softmax"], "--attention: invalid choice: 'softmax'"),
+        (["--L", "5"], "--L/--b: L=5 is not divisible by the patch size b=2"),
+        (["--d", "10", "--heads", "4"], "--d/--heads: d=10 is not divisible by heads=4"),
+        (["--steps", "0"], "--steps: must be > 0"),
+        (["--samples", "-5"], "--samples: must be > 0"),
+        (["--J2", "-0.1"], "--J2: must be >= 0"),
+    ],
+)
+def test_bad_input_names_the_option_and_exits_2(args, message, tmp_path, capsys):
+    base = {
+        "--attention": "t5",
+        "--L": "4",
+        "--J2": "0",
+        "--layers": "1",
+        "--d": "8",
+        "--heads": "2",
+    }
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = ["optimize", *[x for kv in base.items() for x in kv], "--out", str(tmp_path / "run")]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_sigterm_exit_code_and_resume(uninterrupted, tmp_path):
+    """The real command in a subprocess: SIGTERM mid-run, distinct exit code, rerun resumes."""
+    options = {"--attention": "factored", "--L": 4, "--J2": 0, "--layers": 1, "--d": 8,
+               "--heads": 2, "--samples": 32, "--steps": 8, "--seed": 1,
+               "--checkpoint-every": 2, "--out": tmp_path}  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "vitnqs",
+        "optimize",
+        *[str(x) for kv in options.items() for x in kv],
+    ]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        history = tmp_path / "history.csv"
+        if history.exists() and len(history.read_text().splitlines()) >= 4:  # header + 3 steps
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "SIGTERM" in err and "rerun the same command to resume" in err
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    _assert_same_history(uninterrupted[0], tmp_path)
