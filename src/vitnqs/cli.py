@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from vitnqs.models import ATTENTIONS
 
@@ -55,6 +56,7 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="steps between checkpoints (default: ~5 min)",
     )
+    p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_optimize)
@@ -88,7 +90,10 @@ def _optimize(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     options = RunOptions(
-        chunk_size=args.chunk_size, checkpoint_every=args.checkpoint_every, progress=not args.quiet
+        chunk_size=args.chunk_size,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.quiet,
+        reference_file=None if args.reference is None else Path(args.reference),
     )
     try:
         optimize(config, args.out, options)
@@ -104,11 +109,187 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reference",
+        help="reference ground-state energy per site (ED for L <= 4, literature otherwise)",
+    )
+    p.add_argument("--L", type=int, required=True)
+    p.add_argument("--J2", type=float, required=True)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(handler=_reference)
+
+
+def _reference(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from vitnqs.checkpoint import write_atomic
+    from vitnqs.references import reference_energy
+
+    ref = reference_energy(args.L, args.J2)
+    record = {"L": args.L, "J2": args.J2}
+    if ref is None:
+        record |= {"energy": None, "note": "no reference known: relative errors stay empty"}
+        print(
+            f"[vitnqs] WARNING: no reference energy for L={args.L}, J2={args.J2}", file=sys.stderr
+        )
+    else:
+        record |= dataclasses.asdict(ref)
+    write_atomic(Path(args.out), (json.dumps(record, indent=2) + "\n").encode())
+    return 0
+
+
+def _add_attention_maps(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attention-maps", help="attention maps of a finished run (Figure 4)")
+    p.add_argument("--run-dir", required=True, help="a finished run directory")
+    p.add_argument("--samples", type=int, required=True, help="inputs to average over")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (%(default)s)")
+    p.add_argument("--out-maps", required=True, help="CSV of head-averaged maps")
+    p.add_argument("--out-dependence", required=True, help="CSV of input-dependence numbers")
+    p.set_defaults(handler=_attention_maps)
+
+
+def _attention_maps(args: argparse.Namespace) -> int:
+    from vitnqs.analysis import analyse
+
+    maps, dependence = analyse(args.run_dir, args.samples, args.seed)
+    maps.to_csv(args.out_maps, index=False)
+    dependence.to_csv(args.out_dependence, index=False)
+    return 0
+
+
+def _add_collect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="runs.csv and history.csv from run directories")
+    p.add_argument("--sweeps", required=True, help="the pipeline's sweeps.csv")
+    p.add_argument("--runs-dir", required=True, help="directory holding one folder per run")
+    p.add_argument("--out-runs", required=True)
+    p.add_argument("--out-history", required=True)
+    p.set_defaults(handler=_collect)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs.tables import collect
+
+    sweeps = pd.read_csv(args.sweeps)
+    runs, history = collect(sweeps, [Path(args.runs_dir) / run for run in sweeps["run"]])
+    runs.to_csv(args.out_runs, index=False)
+    history.to_csv(args.out_history, index=False)
+    return 0
+
+
+def _add_table1(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table1", help="the reproduced Table 1 beside the paper's")
+    p.add_argument("--runs", required=True, help="runs.csv")
+    p.add_argument("--out", required=True, help="output prefix: writes .csv, .md and .tex")
+    p.set_defaults(handler=_table1)
+
+
+def _table1(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs.tables import table1, table1_text
+
+    table = table1(pd.read_csv(args.runs))
+    prefix = Path(args.out)
+    table.to_csv(prefix.with_suffix(".csv"), index=False)
+    prefix.with_suffix(".md").write_text(table1_text(table, "md"))
+    prefix.with_suffix(".tex").write_text(table1_text(table, "tex"))
+    return 0
+
+
+FIGURES = ("fig2", "fig3", "fig4", "fig5")
+
+
+def _add_figure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figure", help="render a figure from the pipeline's tables")
+    p.add_argument("name", choices=FIGURES)
+    p.add_argument("--runs", help="runs.csv (fig2, fig3)")
+    p.add_argument("--history", help="history.csv (fig2)")
+    p.add_argument("--maps", help="attention_maps.csv (fig4)")
+    p.add_argument("--dependence", help="attention_dependence.csv (fig4)")
+    p.add_argument("--scale", required=True, help="preset that produced the data")
+    p.add_argument("--out", required=True, help="PDF path; the PNG is written beside it")
+    p.set_defaults(handler=_figure)
+
+
+def _figure(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs import plots
+    from vitnqs.sweeps import RUN_COLUMNS, in_sweep
+
+    needed = {"fig2": ("runs", "history"), "fig3": ("runs",), "fig4": ("maps", "dependence")}
+    missing = [f"--{n}" for n in needed.get(args.name, ()) if getattr(args, n) is None]
+    if missing:
+        print(f"vitnqs figure {args.name}: error: needs {' '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.name == "fig2":
+        runs = in_sweep(pd.read_csv(args.runs), "fig2")
+        history = pd.read_csv(args.history).merge(runs[list(RUN_COLUMNS)], on=list(RUN_COLUMNS))
+        plots.figure2(history, runs, args.out, args.scale)
+    elif args.name == "fig3":
+        plots.figure3(in_sweep(pd.read_csv(args.runs), "fig3"), args.out, args.scale)
+    elif args.name == "fig4":
+        plots.figure4(pd.read_csv(args.maps), pd.read_csv(args.dependence), args.out, args.scale)
+    else:
+        from vitnqs.fig5 import write_fig5
+
+        write_fig5(args.out, args.scale)
+    return 0
+
+
+def _add_shastry_sutherland(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shastry-sutherland", help="check the exact Shastry-Sutherland mapping (paper sec. 4.3)"
+    )
+    p.add_argument("--out", required=True, help="CSV of the checks")
+    p.set_defaults(handler=_shastry_sutherland)
+
+
+def _shastry_sutherland(args: argparse.Namespace) -> int:
+    from vitnqs.shastry_sutherland import write_checks
+
+    table = write_checks(args.out)
+    failed = table[~table["passed"].astype(bool)]
+    for row in failed.itertuples():
+        print(f"vitnqs: check {row.check} ({row.attention}, J'={row.Jp}) failed", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+def _add_concat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("concat", help="concatenate CSV tables with the same columns")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=_concat)
+
+
+def _concat(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    pd.concat([pd.read_csv(f) for f in args.inputs], ignore_index=True).to_csv(
+        args.out, index=False
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vitnqs`` argument parser with all subcommands."""
     parser = _Parser(prog="python -m vitnqs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_optimize(sub)
+    for add in (
+        _add_optimize,
+        _add_reference,
+        _add_attention_maps,
+        _add_collect,
+        _add_table1,
+        _add_figure,
+        _add_shastry_sutherland,
+        _add_concat,
+    ):
+        add(sub)
     return parser
 
 

@@ -145,6 +145,8 @@ class RunOptions:
     """Steps between checkpoints; ``None`` for about every 5 minutes."""
     progress: bool = True
     """Print progress on stderr."""
+    reference_file: Path | None = None
+    """JSON written by ``vitnqs reference``; ``None`` computes the reference here."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
@@ -386,6 +388,21 @@ def _final_evaluation(driver, config: RunConfig) -> tuple[float, float, float, i
     return (*_per_site(vstate.expect(driver._ham), config.n_sites), int(vstate.n_samples))
 
 
+def _reference(config: RunConfig, path: Path | None) -> Reference | None:
+    """The reference energy from ``path`` (checked to match the run) or computed now."""
+    if path is None:
+        return reference_energy(config.L, config.J2)
+    record = json.loads(Path(path).read_text())
+    if record["L"] != config.L or abs(record["J2"] - config.J2) > 1e-12:
+        raise ConfigError(
+            f"--reference: {path} is for L={record['L']}, J2={record['J2']}, "
+            f"not L={config.L}, J2={config.J2}"
+        )
+    if record.get("energy") is None:
+        return None
+    return Reference(record["energy"], record["uncertainty"], record["kind"], record["source"])
+
+
 def optimize(
     config: RunConfig, out: str | Path, options: RunOptions | None = None
 ) -> dict[str, Any]:
@@ -418,7 +435,7 @@ def optimize(
         return summary
 
     run = _Run(config, options, out)
-    run.reference = reference_energy(config.L, config.J2)
+    run.reference = _reference(config, options.reference_file)
     if run.reference is None:
         print(
             f"[vitnqs] WARNING: no reference energy known for L={config.L}, J2={config.J2} "

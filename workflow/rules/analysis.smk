@@ -1,0 +1,35 @@
+rule attention_maps:
+    input:
+        summary=f"{RUN_DIR}/summary.json",
+        params=f"{RUN_DIR}/params.msgpack",
+        init_params=f"{RUN_DIR}/init_params.msgpack",
+    output:
+        maps="results/analysis/{run}/attention_maps.csv",
+        dependence="results/analysis/{run}/attention_dependence.csv",
+    log:
+        "results/logs/attention_maps/{run}.log",
+    conda:
+        GPU_ENV
+    params:
+        samples=lambda wildcards: run_settings(wildcards)["samples"],
+        run_dir=lambda wildcards, input: os.path.dirname(input.summary),
+    shell:
+        "python -m vitnqs attention-maps --run-dir {params.run_dir}"
+        " --samples {params.samples} --seed 0 --out-maps {output.maps}"
+        " --out-dependence {output.dependence} > {log} 2>&1"
+
+
+rule shastry_sutherland:
+    output:
+        report(
+            "results/tables/shastry_sutherland.csv",
+            caption="../report/shastry_sutherland.rst",
+            category="Shastry-Sutherland mapping",
+        ),
+    log:
+        "results/logs/shastry_sutherland.log",
+    localrule: True
+    conda:
+        CPU_ENV
+    shell:
+        "python -m vitnqs shastry-sutherland --out {output} > {log} 2>&1"
