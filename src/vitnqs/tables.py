@@ -74,9 +74,10 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
         runs: ``runs.csv`` as returned by :func:`collect`.
 
     Returns:
-        One row per (L, attention) of the ``table1`` sweep (first seed), with the
-        reproduced and the paper's energy, parameters and total time, and the energy
-        difference in units of the combined error bar (empty where the paper has no value).
+        One row per (L, attention) of the ``table1`` sweep (first seed) and of the paper,
+        with the reproduced and the paper's energy, parameters and total time, and the
+        energy difference in units of the combined error bar; a side without a value at
+        that L stays empty.
 
     """
     ours = in_sweep(runs, "table1").sort_values(["L", "attention", "seed"])
@@ -89,7 +90,12 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
             "total_time_hours_a100_5000_steps": "paper_time_h",
         }
     )[["L", "attention", "paper_energy", "paper_energy_error", "paper_parameters", "paper_time_h"]]
-    table = ours.merge(paper, on=["L", "attention"], how="left")
+    # outer: the paper's rows stay even where this scale has no run at that L
+    table = ours.merge(paper, on=["L", "attention"], how="outer")
+    table["J2"] = table["J2"].fillna(0.5)
+    table["layers"] = table["layers"].fillna(4)
+    for column in ("layers", "steps", "samples", "n_parameters", "paper_parameters"):
+        table[column] = table[column].astype("Int64")
     table["time_h"] = table["total_time_s"] / 3600
     table["difference_sigma"] = [
         (row.energy - row.paper_energy) / _combined_sigma(row.energy_error, row.paper_energy_error)
@@ -114,7 +120,11 @@ def _energy(value: float, error: float) -> str:
         return ""
     if not error or pd.isna(error):
         return f"{value:.6f}"
-    digits = max(0, -math.floor(math.log10(error)) + 1)
+    # one significant digit of the error, two if it starts with 1 or 2 (as in the paper)
+    digits = -math.floor(math.log10(error))
+    if error * 10**digits < 2.5:
+        digits += 1
+    digits = max(0, digits)
     return f"{value:.{digits}f}({round(error * 10**digits):d})"
 
 

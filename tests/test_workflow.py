@@ -1,0 +1,179 @@
+"""The Snakemake pipeline: config validation, the smoke run end to end, incremental reruns."""
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from vitnqs.optimize import ConfigError
+from vitnqs.sweeps import runs_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+FIGURES = ["fig2", "fig3", "fig4", "fig5"]
+
+
+def _config(**edits):
+    config = copy.deepcopy(CONFIG)
+    for path, value in edits.items():
+        node = config
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return config
+
+
+def test_shipped_config_is_valid_and_shares_runs():
+    validate(copy.deepcopy(CONFIG), SCHEMA)
+    for preset in ("paper", "quick", "smoke"):
+        runs = runs_table({**CONFIG, "preset": preset})
+        assert not runs.duplicated(subset=[c for c in runs.columns if c != "sweeps"]).any()
+    paper = runs_table({**CONFIG, "preset": "paper"})
+    # fig2: 12 runs, fig3: 9, table1 inside fig3, fig4 inside fig2; L=6,J2=.5,nl=4 shared
+    assert len(paper) == 12 + 9 - 3
+    shared = paper[(paper.L == 6) & (paper.J2 == 0.5) & (paper.layers == 4)]
+    assert set(shared.sweeps) == {"fig2;fig3;table1"}
+    assert set(paper.d) == {60} and set(paper.samples) == {6000} and set(paper.steps) == {5000}
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ({"presets.quick.sweeps.fig2.atention": ["t5"]}, "'atention' was unexpected"),
+        ({"presets.quick.hyperparameters.stepz": 3}, "'stepz' was unexpected"),
+        ({"presets.quick.sweeps.fig3.attention": ["t5", "linear"]}, "'linear' is not one of"),
+        ({"presets.quick.hyperparameters.steps": -5}, "-5 is less than the minimum of 1"),
+        ({"preset": "huge"}, "'huge' is not one of ['paper', 'quick', 'smoke']"),
+        ({"presets.quick.sweeps.fig4.J2": [-0.5]}, "-0.5 is less than the minimum of 0"),
+    ],
+)
+def test_schema_rejects_bad_configs(edits, message):
+    with pytest.raises(WorkflowError) as error:
+        validate(_config(**edits), SCHEMA)
+    assert message in str(error.value)
+    field = list(edits)[0].split(".")[-1]
+    assert field in str(error.value)  # the message names the field
+
+
+def test_cross_field_rules_name_the_field():
+    with pytest.raises(ConfigError, match=r"presets.quick.sweeps.fig3: L/b: L=5 is not divisible"):
+        runs_table(_config(**{"presets.quick.sweeps.fig3.L": [4, 5]}))
+    with pytest.raises(ConfigError, match=r"presets.quick.sweeps.fig2: d/heads: d=16 is not"):
+        runs_table(_config(**{"presets.quick.sweeps.fig2.hyperparameters": {"heads": 3}}))
+
+
+def _snakemake(workdir, *args, timeout=900):
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_bad_config_fails_the_dry_run_with_the_field_name(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_config(**{"presets.smoke.sweeps.fig2.L": [6, 7]})))
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "all", "--config", "preset=smoke")
+    assert done.returncode != 0
+    assert "presets.smoke.sweeps.fig2: L/b: L=7 is not divisible by the patch size b=2" in done.stderr
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    """Rule -> count from the 'Job stats' table of a dry run."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The whole pipeline at smoke scale in a scratch directory."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    done = _snakemake(workdir, "--cores", "2", "all", "--config", "preset=smoke")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir
+
+
+def test_smoke_pipeline_outputs(smoke):
+    for name in FIGURES:
+        assert (smoke / f"figures/{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert (smoke / f"figures/{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    expected = runs_table({**CONFIG, "preset": "smoke"})
+    runs = pd.read_csv(smoke / "results/tables/runs.csv")
+    assert len(runs) == len(expected) and set(runs.attention) == {"t5", "decoupled", "factored"}
+    assert runs[["energy", "energy_error", "rel_error", "n_parameters", "median_step_time_s"]].notna().all().all()
+    assert (runs.reference_kind == "exact diagonalization").all()
+    history = pd.read_csv(smoke / "results/tables/history.csv")
+    steps = CONFIG["presets"]["smoke"]["hyperparameters"]["steps"]
+    assert len(history) == len(runs) * steps and history[["energy", "rel_error"]].notna().all().all()
+    table1 = pd.read_csv(smoke / "results/tables/table1.csv")
+    paper = table1.dropna(subset=["paper_energy"])
+    assert len(paper) == 6 and set(paper.L) == {6, 10}
+    assert paper.set_index(["L", "attention"]).loc[(10, "factored"), "paper_energy"] == -0.497184
+    assert table1.dropna(subset=["energy"]).shape[0] == len(runs)
+    assert "-0.503216(8)" in (smoke / "results/tables/table1.md").read_text()
+    assert "\\begin{tabular}" in (smoke / "results/tables/table1.tex").read_text()
+    dependence = pd.read_csv(smoke / "results/tables/attention_dependence.csv")
+    assert set(dependence.stage) == {"initial", "optimized"} and dependence.input_dependence.notna().all()
+    checks = pd.read_csv(smoke / "results/tables/shastry_sutherland.csv")
+    assert checks.passed.all()
+    for log in (smoke / "results/logs/optimize").iterdir():
+        assert "done: E/N" in log.read_text()
+
+
+def test_nothing_to_do_after_the_run_and_plot_code_changes_rerun_only_plots(smoke):
+    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
+    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
+    plots = Path(__import__("vitnqs.plots").plots.__file__)
+    os.utime(plots)  # as if the plotting code had been edited
+    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
+    assert _job_counts(done.stdout) == {"fig2": 1, "fig3": 1, "fig4": 1, "fig5": 1, "all": 1}
+    done = _snakemake(smoke, "--cores", "1", "figures/fig3.pdf", "--config", "preset=smoke")
+    assert done.returncode == 0 and "rule optimize" not in done.stdout + done.stderr
+
+
+def test_new_sweep_point_schedules_only_new_jobs_and_dependents(smoke, tmp_path):
+    config = _config(preset="smoke")
+    config["presets"]["smoke"]["sweeps"]["extra"] = {
+        "attention": ["factored"], "L": [12], "J2": [0.3], "layers": [2], "seeds": [0, 1],
+    }  # fmt: skip
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--configfile", str(config_file))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _job_counts(done.stdout) == {
+        "reference": 1, "optimize": 2, "sweeps_table": 1, "collect": 1, "table1": 1,
+        "fig2": 1, "fig3": 1, "all": 1,
+    }  # fmt: skip
+    assert "L~12_J2~0.3_layers~2" in done.stdout
+
+
+def test_report(smoke):
+    done = _snakemake(smoke, "--report", "report.html", "--config", "preset=smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (smoke / "report.html").stat().st_size > 10_000
+
+
+def test_conda_envs_match_the_lock_file():
+    lock = dict(
+        line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line
+    )
+    for env in ("vitnqs-cpu", "vitnqs-cuda"):
+        spec = yaml.safe_load((ROOT / f"envs/{env}.yaml").read_text())
+        pins = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+        for pin in pins:
+            name, version = pin.split("==")
+            assert lock[re.sub(r"\[.*\]", "", name)] == version, pin
