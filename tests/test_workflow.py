@@ -20,7 +20,6 @@ from vitnqs.sweeps import runs_table
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 FIGURES = ["fig2", "fig3", "fig4", "fig5"]
 
 
@@ -75,8 +74,18 @@ def test_cross_field_rules_name_the_field():
 
 
 def _snakemake(workdir, *args, timeout=900):
+    snakefile = workdir / "Snakefile" if (workdir / "Snakefile").exists() else ROOT / "Snakefile"
     return subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(snakefile),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,10 +94,13 @@ def _snakemake(workdir, *args, timeout=900):
 
 
 def test_bad_config_fails_the_dry_run_with_the_field_name(tmp_path):
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_config(**{"presets.smoke.sweeps.fig2.L": [6, 7]})))
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(_config(**{"presets.smoke.sweeps.fig2.L": [6, 7]}))
+    )
     done = _snakemake(tmp_path, "-n", "--cores", "1", "all", "--config", "preset=smoke")
     assert done.returncode != 0
-    assert "presets.smoke.sweeps.fig2: L/b: L=7 is not divisible by the patch size b=2" in done.stderr
+    message = "presets.smoke.sweeps.fig2: L/b: L=7 is not divisible by the patch size b=2"
+    assert message in done.stdout + done.stderr
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -99,9 +111,17 @@ def _job_counts(output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The whole pipeline at smoke scale in a scratch directory."""
+    """The whole pipeline at smoke scale in a scratch copy of the repository.
+
+    A copy, so that a test can edit the plotting code: the workflow imports the package
+    from the src/ beside its Snakefile.
+    """
     workdir = tmp_path_factory.mktemp("smoke")
-    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("workflow", "src", "envs"):
+        shutil.copytree(ROOT / name, workdir / name, ignore=ignore)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(ROOT / name, workdir / name)
     done = _snakemake(workdir, "--cores", "2", "all", "--config", "preset=smoke")
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir
@@ -114,11 +134,18 @@ def test_smoke_pipeline_outputs(smoke):
     expected = runs_table({**CONFIG, "preset": "smoke"})
     runs = pd.read_csv(smoke / "results/tables/runs.csv")
     assert len(runs) == len(expected) and set(runs.attention) == {"t5", "decoupled", "factored"}
-    assert runs[["energy", "energy_error", "rel_error", "n_parameters", "median_step_time_s"]].notna().all().all()
+    assert (
+        runs[["energy", "energy_error", "rel_error", "n_parameters", "median_step_time_s"]]
+        .notna()
+        .all()
+        .all()
+    )
     assert (runs.reference_kind == "exact diagonalization").all()
     history = pd.read_csv(smoke / "results/tables/history.csv")
     steps = CONFIG["presets"]["smoke"]["hyperparameters"]["steps"]
-    assert len(history) == len(runs) * steps and history[["energy", "rel_error"]].notna().all().all()
+    assert (
+        len(history) == len(runs) * steps and history[["energy", "rel_error"]].notna().all().all()
+    )
     table1 = pd.read_csv(smoke / "results/tables/table1.csv")
     paper = table1.dropna(subset=["paper_energy"])
     assert len(paper) == 6 and set(paper.L) == {6, 10}
@@ -127,22 +154,14 @@ def test_smoke_pipeline_outputs(smoke):
     assert "-0.503216(8)" in (smoke / "results/tables/table1.md").read_text()
     assert "\\begin{tabular}" in (smoke / "results/tables/table1.tex").read_text()
     dependence = pd.read_csv(smoke / "results/tables/attention_dependence.csv")
-    assert set(dependence.stage) == {"initial", "optimized"} and dependence.input_dependence.notna().all()
+    assert (
+        set(dependence.stage) == {"initial", "optimized"}
+        and dependence.input_dependence.notna().all()
+    )
     checks = pd.read_csv(smoke / "results/tables/shastry_sutherland.csv")
     assert checks.passed.all()
     for log in (smoke / "results/logs/optimize").iterdir():
         assert "done: E/N" in log.read_text()
-
-
-def test_nothing_to_do_after_the_run_and_plot_code_changes_rerun_only_plots(smoke):
-    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
-    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
-    plots = Path(__import__("vitnqs.plots").plots.__file__)
-    os.utime(plots)  # as if the plotting code had been edited
-    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
-    assert _job_counts(done.stdout) == {"fig2": 1, "fig3": 1, "fig4": 1, "fig5": 1, "all": 1}
-    done = _snakemake(smoke, "--cores", "1", "figures/fig3.pdf", "--config", "preset=smoke")
-    assert done.returncode == 0 and "rule optimize" not in done.stdout + done.stderr
 
 
 def test_new_sweep_point_schedules_only_new_jobs_and_dependents(smoke, tmp_path):
@@ -161,6 +180,17 @@ def test_new_sweep_point_schedules_only_new_jobs_and_dependents(smoke, tmp_path)
     assert "L~12_J2~0.3_layers~2" in done.stdout
 
 
+def test_nothing_to_do_after_the_run_and_plot_code_changes_rerun_only_plots(smoke):
+    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
+    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
+    with open(smoke / "src/vitnqs/plots.py", "a") as plots:
+        plots.write("\n# an edit of the plotting code\n")
+    done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
+    assert _job_counts(done.stdout) == {"fig2": 1, "fig3": 1, "fig4": 1, "fig5": 1, "all": 1}
+    done = _snakemake(smoke, "--cores", "1", "figures/fig3.pdf", "--config", "preset=smoke")
+    assert done.returncode == 0 and "rule optimize" not in done.stdout + done.stderr
+
+
 def test_report(smoke):
     done = _snakemake(smoke, "--report", "report.html", "--config", "preset=smoke")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -169,7 +199,9 @@ def test_report(smoke):
 
 def test_conda_envs_match_the_lock_file():
     lock = dict(
-        line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line
+        line.split("==")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line
     )
     for env in ("vitnqs-cpu", "vitnqs-cuda"):
         spec = yaml.safe_load((ROOT / f"envs/{env}.yaml").read_text())
