@@ -147,12 +147,26 @@ def test_non_finite_parameters_stop_the_run_and_keep_the_last_checkpoint(tmp_pat
         original(self, step, log_data, driver)
 
     monkeypatch.setattr(_Run, "step_end", poison)
-    with pytest.raises(Diverged, match="step 5: the parameters after the update became non-finite"):
+    with pytest.raises(Diverged, match="step 5: the parameters became non-finite after the update"):
         optimize(TINY, tmp_path, EVERY2)
     saved = checkpoint.load_checkpoint(tmp_path)
     assert saved["step"] == 4 and len(_history(tmp_path)) == 5
     assert _history(tmp_path).energy.notna().all()
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_exploding_energy_stops_the_run(tmp_path, monkeypatch):
+    original = _Run.step_end
+
+    def explode(self, step, log_data, driver):
+        if step == 3:  # a mean far below -3/4 per bond: a broken estimate
+            log_data["Energy"] = log_data["Energy"].replace(mean=-50.0 * TINY.n_sites)
+        original(self, step, log_data, driver)
+
+    monkeypatch.setattr(_Run, "step_end", explode)
+    with pytest.raises(Diverged, match=r"step 3: the energy per site -50.0000 fell below .* -1.5000"):
+        optimize(TINY, tmp_path, EVERY2)
+    assert checkpoint.load_checkpoint(tmp_path)["step"] == 2
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ from netket.utils import struct
 
 from vitnqs import checkpoint
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
-from vitnqs.physics import exchange_sampler, j1j2_hamiltonian
+from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
 
@@ -145,6 +145,8 @@ class RunOptions:
     """Steps between checkpoints; ``None`` for about every 5 minutes."""
     progress: bool = True
     """Print progress on stderr."""
+    ntk_on_the_fly: bool = False
+    """NetKet's lazy NTK instead of the explicit Jacobian (benchmarks/step_time.py)."""
     reference_file: Path | None = None
     """JSON written by ``vitnqs reference``; ``None`` computes the reference here."""
 
@@ -183,7 +185,7 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
         diag_shift=config.diag_shift,
         variational_state=vstate,
         use_ntk=config.samples < vstate.n_parameters,  # kernel trick when M < P
-        on_the_fly=False,
+        on_the_fly=options.ntk_on_the_fly,
         mode="complex",
     )
 
@@ -219,6 +221,7 @@ class _Run:
         self.last_save = time.perf_counter()
         self.signal_received: int | None = None
         self.schedule = lr_schedule(config)
+        self.energy_bound = energy_lower_bound(config.L, config.J2)
         self.progress = Progress(config.steps, enabled=options.progress)
 
     # -- checkpoints ---------------------------------------------------------------
@@ -280,12 +283,20 @@ class _Run:
             for leaf in jax.tree_util.tree_leaves(driver.state.parameters)
         )
         energy, error, variance = _per_site(stats, self.config.n_sites)
-        if not (math.isfinite(energy) and params_finite):
-            what = "energy" if not math.isfinite(energy) else "parameters after the update"
+        problem = None
+        if not math.isfinite(energy):
+            problem = f"the energy became non-finite ({energy})"
+        elif not params_finite:
+            problem = "the parameters became non-finite after the update"
+        elif energy < self.energy_bound:
+            problem = (
+                f"the energy per site {energy:.4f} fell below the rigorous bound "
+                f"{self.energy_bound:.4f} (exploding estimate)"
+            )
+        if problem:
             raise Diverged(
-                f"step {step}: the {what} became non-finite (energy per site {energy}); "
-                f"the last good checkpoint in {self.out} is kept. Lower --lr or raise "
-                "--diag-shift."
+                f"step {step}: {problem}; the last good checkpoint in {self.out} is kept. "
+                "Lower --lr or raise --diag-shift."
             )
         online = log_data.get("Energy_ema")
         r_hat = getattr(online if online is not None else stats, "R_hat", math.nan)
