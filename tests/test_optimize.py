@@ -164,7 +164,9 @@ def test_exploding_energy_stops_the_run(tmp_path, monkeypatch):
         original(self, step, log_data, driver)
 
     monkeypatch.setattr(_Run, "step_end", explode)
-    with pytest.raises(Diverged, match=r"step 3: the energy per site -50.0000 fell below .* -1.5000"):
+    with pytest.raises(
+        Diverged, match=r"step 3: the energy per site -50.0000 fell below .* -1.5000"
+    ):
         optimize(TINY, tmp_path, EVERY2)
     assert checkpoint.load_checkpoint(tmp_path)["step"] == 2
 
