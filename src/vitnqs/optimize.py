@@ -366,10 +366,31 @@ def _install_signal_handlers(run: _Run) -> dict[int, Any]:
     return previous
 
 
+def _code_revision() -> str | None:
+    """Git commit of the vitnqs source (with ``+dirty`` if modified), if it is a checkout."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def _versions() -> dict[str, str]:
     import pandas
 
+    from vitnqs import __version__
+
     return {
+        "vitnqs": __version__,
+        "vitnqs_git": _code_revision(),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
