@@ -296,7 +296,7 @@ class _Run:
         if problem:
             raise Diverged(
                 f"step {step}: {problem}; the last good checkpoint in {self.out} is kept. "
-                "Lower --lr or raise --diag-shift."
+                "Lower --lr or raise --diag-shift (with a new --out directory)."
             )
         online = log_data.get("Energy_ema")
         r_hat = getattr(online if online is not None else stats, "R_hat", math.nan)
