@@ -58,7 +58,10 @@ def run_settings(wildcards):
 def optimize_args(wildcards):
     """Command-line options of `vitnqs optimize` for one run."""
     settings = run_settings(wildcards)
-    return " ".join(f"--{key.replace('_', '-')} {settings[key]}" for key in RUN_COLUMNS)
+    args = [f"--{key.replace('_', '-')} {settings[key]}" for key in RUN_COLUMNS]
+    if PRESET["chunk_size"] is not None:
+        args.append(f"--chunk-size {PRESET['chunk_size']}")
+    return " ".join(args)
 
 
 def reference_file(wildcards):
