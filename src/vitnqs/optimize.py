@@ -9,8 +9,9 @@
   RNG, optimizer state, step counter and history, for resuming.
 
 Re-running with the same directory resumes from the last good checkpoint; a finished
-run is a no-op. SIGTERM, SIGUSR1 (SLURM's warning signal) and SIGINT write a
-checkpoint at the next step boundary and exit with :data:`EXIT_INTERRUPTED`.
+run is a no-op. SIGTERM, SIGURG (the SLURM warning signal of ``slurm/config.yaml``),
+SIGUSR1 and SIGINT write a checkpoint at the next step boundary and exit with
+:data:`EXIT_INTERRUPTED`.
 """
 
 from __future__ import annotations
@@ -361,7 +362,7 @@ def _install_signal_handlers(run: _Run) -> dict[int, Any]:
         )
 
     previous = {}
-    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGURG, signal.SIGUSR1, signal.SIGINT):
         previous[signum] = signal.signal(signum, handler)
     return previous
 
@@ -475,16 +476,16 @@ def optimize(
             file=sys.stderr,
         )
     driver = build_driver(config, options)
+    init_params = flax.serialization.to_bytes(driver.state.parameters)
     payload = checkpoint.load_checkpoint(out)
-    if payload is None:
-        checkpoint.write_atomic(
-            out / "init_params.msgpack", flax.serialization.to_bytes(driver.state.parameters)
-        )
-    else:
+    if payload is not None:
         driver = run.restore(driver, payload)
         print(
             f"[vitnqs] resuming {out} at step {driver.step_count}/{config.steps}", file=sys.stderr
         )
+    if payload is None or not (out / "init_params.msgpack").exists():
+        # also when resuming: Snakemake deletes the outputs of a failed (interrupted) job
+        checkpoint.write_atomic(out / "init_params.msgpack", init_params)
     _append_history(out / "history.csv", run.history, rewrite=True)  # drop rows past the checkpoint
 
     previous_handlers = _install_signal_handlers(run)

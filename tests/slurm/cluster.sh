@@ -137,8 +137,11 @@ SlurmctldLogFile=$(logfile slurmctld)
 SlurmdLogFile=$(logfile slurmd)
 SlurmctldDebug=info
 SlurmdDebug=info
-# cgroups are not usable in this container
-ProctrackType=proctrack/linuxproc
+# cgroups are not usable in this container. proctrack/pgid, not linuxproc: like cgroup
+# on real clusters, it kills what is left of a step when its task exits, including
+# processes orphaned by a dying parent (linuxproc loses those: they outlive the job,
+# which would let a test pass that fails on a production cluster)
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -151,13 +154,16 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 MailProg=/bin/true
 InactiveLimit=0
-# Jobs are killed exactly at their time limit, then get KillWait seconds between
-# SIGTERM and SIGKILL to write a checkpoint (plus --signal=B:USR1@N warnings before)
+# No grace beyond the time limit (slurmctld checks limits every 30 s, so a job ends
+# 0-30 s after it); then KillWait seconds between SIGTERM and SIGKILL to checkpoint.
+# The --signal=URG@N warning comes at the same 30 s checks, N to N+30 s before the limit.
 OverTimeLimit=0
 KillWait=30
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu
+# sacct shows the comment Snakemake's SLURM plugin sets (rule_<rule>_wildcards_<...>)
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 GresTypes=gpu

@@ -11,8 +11,10 @@ rule optimize:
         "results/logs/optimize/{run}.log",
     benchmark:
         "results/benchmarks/optimize/{run}.tsv"
-    # a retried or requeued job resumes from the checkpoint kept in the run directory
-    retries: 2
+    # A retried job resumes from the checkpoint kept in the run directory. Retries belong
+    # to the Snakemake that submits jobs: inside a cluster job (remote execution) a
+    # rule's retries would rerun it in an allocation that is about to end.
+    retries: 2 if workflow.local_exec else 0
     conda:
         GPU_ENV
     threads: PRESET["threads"]
@@ -23,6 +25,8 @@ rule optimize:
     params:
         args=optimize_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),
+    # exec: SIGTERM at a time limit or preemption must reach the run itself (a shell in
+    # between dies at once, and SLURM then kills the orphaned run without a checkpoint)
     shell:
-        "python -m vitnqs optimize {params.args} --reference {input.reference}"
+        "exec python -m vitnqs optimize {params.args} --reference {input.reference}"
         " --out {params.out} > {log} 2>&1"
