@@ -14,7 +14,7 @@ rule optimize:
     # A retried job resumes from the checkpoint kept in the run directory. Retries belong
     # to the Snakemake that submits jobs: inside a cluster job (remote execution) a
     # rule's retries would rerun it in an allocation that is about to end.
-    retries: 2 if workflow.local_exec else 0
+    retries: 0 if workflow.remote_exec else 2
     conda:
         GPU_ENV
     threads: PRESET["threads"]
