@@ -33,7 +33,7 @@ def test_factored_vit_converges_on_4x4_heisenberg(tmp_path):
     ("J2", "samples", "steps", "target"),
     [
         (0.0, 512, 300, 2e-3),
-        # measured: 5.3e-3 after 1000 steps (about 30 min on 2 cores); the 2e-3 asked for
+        # measured: 5.3e-3 after 1000 steps (18 min on 2 idle cores); the 2e-3 asked for
         # at J2 = 0.5 was not reached with the budgets tried (see README)
         (0.5, 1024, 1000, 1e-2),
     ],
