@@ -115,10 +115,8 @@ def test_resume_after_sigterm_matches_uninterrupted_run(uninterrupted, tmp_path,
         optimize(TINY, tmp_path, EVERY2)
     assert len(_history(tmp_path)) == 5 and not (tmp_path / "summary.json").exists()
     assert checkpoint.read_checkpoint(tmp_path / checkpoint.CURRENT)["step"] == 5
-    for output in (
-        "init_params.msgpack",
-        "history.csv",
-    ):  # Snakemake deletes a failed job's outputs
+    # Snakemake deletes the outputs of a failed (interrupted) job
+    for output in ("init_params.msgpack", "history.csv"):
         (tmp_path / output).unlink()
     monkeypatch.undo()
     optimize(TINY, tmp_path, EVERY2)

@@ -3,7 +3,6 @@
 import copy
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,18 +109,9 @@ def _job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The whole pipeline at smoke scale in a scratch copy of the repository.
-
-    A copy, so that a test can edit the plotting code: the workflow imports the package
-    from the src/ beside its Snakefile.
-    """
-    workdir = tmp_path_factory.mktemp("smoke")
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("workflow", "src", "envs"):
-        shutil.copytree(ROOT / name, workdir / name, ignore=ignore)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, workdir / name)
+def smoke(tmp_path_factory, copy_workflow):
+    """The whole pipeline at smoke scale in a scratch copy (a test edits the plotting code)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
     done = _snakemake(workdir, "--cores", "2", "all", "--config", "preset=smoke")
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir

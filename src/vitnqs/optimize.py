@@ -479,13 +479,13 @@ def optimize(
     init_params = flax.serialization.to_bytes(driver.state.parameters)
     payload = checkpoint.load_checkpoint(out)
     if payload is not None:
-        driver = run.restore(driver, payload)
+        driver = run.restore(driver, payload)  # refuses a checkpoint of other settings
         print(
             f"[vitnqs] resuming {out} at step {driver.step_count}/{config.steps}", file=sys.stderr
         )
-    if payload is None or not (out / "init_params.msgpack").exists():
-        # also when resuming: Snakemake deletes the outputs of a failed (interrupted) job
-        checkpoint.write_atomic(out / "init_params.msgpack", init_params)
+    # Written on resume too (the seed makes it the same): Snakemake deletes the outputs
+    # of a failed, i.e. interrupted, job.
+    checkpoint.write_atomic(out / "init_params.msgpack", init_params)
     _append_history(out / "history.csv", run.history, rewrite=True)  # drop rows past the checkpoint
 
     previous_handlers = _install_signal_handlers(run)

@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 import pandas as pd
+from snakemake.utils import Paramspace
 
 from vitnqs.optimize import ConfigError, RunConfig
 
@@ -88,6 +89,14 @@ def runs_table(config: dict[str, Any]) -> pd.DataFrame:
     table = pd.DataFrame(list(rows.values()))
     table["sweeps"] = table["sweeps"].map(";".join)
     return table
+
+
+def run_space(table: pd.DataFrame) -> Paramspace:
+    """The run directory names of a runs table: ``attention~t5_L~6_..._seed~0``.
+
+    The pipeline's ``{run}`` wildcard; ``.instance({"run": name})`` gives the settings back.
+    """
+    return Paramspace(table[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
 
 
 def in_sweep(table: pd.DataFrame, sweep: str) -> pd.DataFrame:

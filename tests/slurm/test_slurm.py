@@ -37,11 +37,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from snakemake.utils import Paramspace  # noqa: E402
-
 from vitnqs import checkpoint  # noqa: E402
 from vitnqs.optimize import HISTORY_COLUMNS, RunConfig  # noqa: E402
-from vitnqs.sweeps import RUN_COLUMNS, runs_table  # noqa: E402
+from vitnqs.sweeps import run_space, runs_table  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -82,20 +80,9 @@ def cluster():
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _scratch_copy(path: Path) -> Path:
-    """The workflow, its code, environments and the SLURM profile in a fresh directory."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("workflow", "src", "envs", "slurm"):
-        shutil.copytree(ROOT / name, path / name, ignore=ignore)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, path / name)
-    return path
-
-
 def _runs(config: dict) -> dict[str, dict]:
     """Run directory name -> settings, for the selected preset, as common.smk makes them."""
-    table = runs_table(config)
-    space = Paramspace(table[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
+    space = run_space(runs_table(config))
     plain = {}
     for name in space.instance_patterns:
         settings = space.instance({"run": name})
@@ -165,13 +152,18 @@ def _submissions(output: str) -> dict[str, tuple[str, str]]:
     return {jobid: (rule, wildcards) for jobid, rule, wildcards in found}
 
 
-def _sacct(jobids, *, steps=False) -> list[dict[str, str]]:
+def _sacct_text(jobids, *, steps: bool) -> str:
+    """`sacct -P` of the jobs: the jobs only, or also their steps (.batch, .0, ...)."""
     command = ["sacct", "-P", "-o", SACCT_FIELDS, "-j", ",".join(jobids)]
     done = subprocess.run(
         command if steps else [*command, "-X"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.strip().splitlines()
+    return done.stdout
+
+
+def _sacct(jobids) -> list[dict[str, str]]:
+    lines = _sacct_text(jobids, steps=False).strip().splitlines()
     return [dict(zip(lines[0].split("|"), line.split("|"), strict=True)) for line in lines[1:]]
 
 
@@ -190,10 +182,7 @@ def _sacct_final(jobids, timeout=60) -> list[dict[str, str]]:
 
 
 def _print_sacct(title: str, jobids) -> None:
-    done = subprocess.run(
-        ["sacct", "-P", "-o", SACCT_FIELDS, "-j", ",".join(jobids)], capture_output=True, text=True
-    )
-    print(f"\n{title}\n{done.stdout}", end="")
+    print(f"\n{title}\n{_sacct_text(jobids, steps=True)}", end="")
 
 
 def _in_job_restarts(work: Path, jobs: dict[str, tuple[str, str] | str]) -> list[str]:
@@ -226,8 +215,8 @@ def _foreign_checkpoint(run_dir: Path, settings: dict) -> None:
 # -- keep-going, the smoke sweep, sacct ----------------------------------------------------
 
 
-def test_keep_going_sweep_then_complete_pipeline(cluster, tmp_path):
-    work = _scratch_copy(tmp_path / "sweep")
+def test_keep_going_sweep_then_complete_pipeline(cluster, copy_workflow, tmp_path):
+    work = copy_workflow(tmp_path / "sweep")
     good = list(_runs({**CONFIG, "preset": "smoke"}))
     # one more sweep whose only run directory holds another run's checkpoint
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -331,11 +320,11 @@ def _running_job(comment: str) -> str | None:
     return jobs[0] if jobs else None
 
 
-def test_time_limit_warning_sigterm_and_resume(cluster, tmp_path):
+def test_time_limit_warning_sigterm_and_resume(cluster, copy_workflow, tmp_path):
     """Attempt 1 hits its 1-minute limit (warned: checkpoint, exit 75), attempt 2 gets
     SIGTERM mid-run (as in a preemption: checkpoint, exit 75), attempt 3 resumes and
     finishes; the history equals an uninterrupted local run's."""
-    work = _scratch_copy(tmp_path / "resume")
+    work = copy_workflow(tmp_path / "resume")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     smoke = config["presets"]["smoke"]
     smoke["sweeps"] = {

@@ -3,7 +3,7 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import Paramspace, validate
+from snakemake.utils import validate
 
 # The package in this repository is the code of the workflow, installed or not: the
 # Snakefile imports it from src/ and every job finds it there too (also in conda envs).
@@ -15,16 +15,14 @@ shell.prefix(
 )
 
 import vitnqs.plots
-from vitnqs.sweeps import RUN_COLUMNS, in_sweep, preset, runs_table
+from vitnqs.sweeps import RUN_COLUMNS, in_sweep, preset, run_space, runs_table
 
 validate(config, "../schemas/config.schema.yaml")
 
 SCALE = config["preset"]
 PRESET = preset(config)
 RUNS = runs_table(config)  # raises ConfigError naming the field of a bad value
-PARAMSPACE = Paramspace(
-    RUNS[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run"
-)
+PARAMSPACE = run_space(RUNS)
 RUNS["run"] = list(PARAMSPACE.instance_patterns)
 RUN_DIR = "results/runs/{run}"
 
