@@ -223,7 +223,9 @@ def test_cli_sigterm_exit_code_and_resume(uninterrupted, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         history = tmp_path / "history.csv"
-        if history.exists() and len(history.read_text().splitlines()) >= 4:  # header + 3 steps
+        # after the first step (the compiling one), so that the 7 left leave a margin: the
+        # signal has been seen to take effect up to 4 steps late on a loaded machine
+        if history.exists() and len(history.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
