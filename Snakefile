@@ -31,4 +31,6 @@ rule all:
         "results/tables/runs.csv",
         "results/tables/history.csv",
         "results/tables/attention_dependence.csv",
+        "results/tables/step_times.csv",
+        "results/tables/findings.csv",
         "results/tables/shastry_sutherland.csv",

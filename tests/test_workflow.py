@@ -13,6 +13,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from vitnqs.findings import ACCURACY, COST, IDENTITY_FIT, INDEPENDENCE, findings
 from vitnqs.optimize import ConfigError
 from vitnqs.sweeps import runs_table
 
@@ -35,7 +36,7 @@ def _config(**edits):
 
 def test_shipped_config_is_valid_and_shares_runs():
     validate(copy.deepcopy(CONFIG), SCHEMA)
-    for preset in ("paper", "quick", "smoke"):
+    for preset in ("paper", "laptop", "quick", "smoke"):
         runs = runs_table({**CONFIG, "preset": preset})
         assert not runs.duplicated(subset=[c for c in runs.columns if c != "sweeps"]).any()
     paper = runs_table({**CONFIG, "preset": "paper"})
@@ -53,7 +54,7 @@ def test_shipped_config_is_valid_and_shares_runs():
         ({"presets.quick.hyperparameters.stepz": 3}, "'stepz' was unexpected"),
         ({"presets.quick.sweeps.fig3.attention": ["t5", "linear"]}, "'linear' is not one of"),
         ({"presets.quick.hyperparameters.steps": -5}, "-5 is less than the minimum of 1"),
-        ({"preset": "huge"}, "'huge' is not one of ['paper', 'quick', 'smoke']"),
+        ({"preset": "huge"}, "'huge' is not one of ['paper', 'laptop', 'quick', 'smoke']"),
         ({"presets.quick.sweeps.fig4.J2": [-0.5]}, "-0.5 is less than the minimum of 0"),
     ],
 )
@@ -148,6 +149,23 @@ def test_smoke_pipeline_outputs(smoke):
         set(dependence.stage) == {"initial", "optimized"}
         and dependence.input_dependence.notna().all()
     )
+    step_times = pd.read_csv(smoke / "results/tables/step_times.csv")
+    assert len(step_times) == 3 and (step_times.median_step_time_s > 0).all()
+    assert table1.dropna(subset=["step_time_s"]).shape[0] == len(runs)
+    tables = smoke / "results/tables"
+    found = pd.read_csv(tables / "findings.csv")
+    recomputed = findings(
+        runs,
+        dependence,
+        pd.read_csv(tables / "attention_maps.csv"),
+        step_times,
+    )
+    pd.testing.assert_frame_equal(found, recomputed)
+    assert found.groupby("claim").size().to_dict() == {
+        ACCURACY: 1, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 1
+    }  # fmt: skip
+    assert set(found.result) <= {"pass", "fail", "info"}
+    assert found.iloc[0]["case"] in (smoke / "results/logs/findings.log").read_text()
     checks = pd.read_csv(smoke / "results/tables/shastry_sutherland.csv")
     assert checks.passed.all()
     for log in (smoke / "results/logs/optimize").iterdir():
@@ -165,7 +183,7 @@ def test_new_sweep_point_schedules_only_new_jobs_and_dependents(smoke, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _job_counts(done.stdout) == {
         "reference": 1, "optimize": 2, "sweeps_table": 1, "collect": 1, "table1": 1,
-        "fig2": 1, "fig3": 1, "all": 1,
+        "findings": 1, "fig2": 1, "fig3": 1, "all": 1,
     }  # fmt: skip
     assert "L~12_J2~0.3_layers~2" in done.stdout
 
@@ -199,3 +217,27 @@ def test_conda_envs_match_the_lock_file():
         for pin in pins:
             name, version = pin.split("==")
             assert lock[re.sub(r"\[.*\]", "", name)] == version, pin
+
+
+def _readme_findings(preset):
+    """(claim, case) -> result of the findings table the README reports for a preset."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"<!-- findings:{preset} -->")[1].split("<!-- /findings -->")[0]
+    rows = [line.split("|")[1:-1] for line in section.strip().splitlines()[2:]]
+    return {(r[0].strip(), r[1].strip()): r[-1].strip() for r in rows}
+
+
+@pytest.mark.slow
+def test_laptop_preset_findings_are_complete_and_match_the_readme(tmp_path, copy_workflow):
+    """The whole laptop preset (about 2 hours on 2 cores): `pytest -m slow -k laptop`."""
+    workdir = copy_workflow(tmp_path)
+    done = _snakemake(workdir, "--cores", "2", "all", "--config", "preset=laptop", timeout=4 * 3600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = pd.read_csv(workdir / "results/tables/findings.csv")
+    # fig2: J2 in {0, 0.5} x layers {1, 2}; fig4: T5 and Decoupled, one layer; fig3: 3 L
+    assert found.groupby("claim").size().to_dict() == {
+        ACCURACY: 4, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 3
+    }  # fmt: skip
+    assert found["numbers"].notna().all() and not found["numbers"].str.contains("missing").any()
+    reported = _readme_findings("laptop")
+    assert found.set_index(["claim", "case"])["result"].to_dict() == reported

@@ -110,7 +110,7 @@ def analyse(run_dir: str | Path, n_samples: int, seed: int) -> tuple[pd.DataFram
                         }  # fmt: skip
                     )
                 )
-    key = {"attention": c["attention"], "L": c["L"], "J2": c["J2"], "layers": c["layers"]}
+    key = {k: c[k] for k in ("attention", "L", "J2", "layers", "seed")}
     maps_table = pd.concat(maps, ignore_index=True).assign(**key, samples=n_samples)
     dependence_table = pd.DataFrame(dependence).assign(**key, samples=n_samples)
     return maps_table, dependence_table

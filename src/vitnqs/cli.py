@@ -183,6 +183,8 @@ def _collect(args: argparse.Namespace) -> int:
 def _add_table1(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table1", help="the reproduced Table 1 beside the paper's")
     p.add_argument("--runs", required=True, help="runs.csv")
+    p.add_argument("--step-times", help="step_times.csv (timed one run at a time)")
+    p.add_argument("--scale", required=True, help="preset that produced the runs")
     p.add_argument("--out", required=True, help="output prefix: writes .csv, .md and .tex")
     p.set_defaults(handler=_table1)
 
@@ -192,11 +194,63 @@ def _table1(args: argparse.Namespace) -> int:
 
     from vitnqs.tables import table1, table1_text
 
-    table = table1(pd.read_csv(args.runs))
+    step_times = None if args.step_times is None else pd.read_csv(args.step_times)
+    table = table1(pd.read_csv(args.runs), args.scale, step_times)
     prefix = Path(args.out)
     table.to_csv(prefix.with_suffix(".csv"), index=False)
     prefix.with_suffix(".md").write_text(table1_text(table, "md"))
     prefix.with_suffix(".tex").write_text(table1_text(table, "tex"))
+    return 0
+
+
+def _add_step_times(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "step-times", help="time per step of the fig3 runs, one run at a time (Figure 3)"
+    )
+    p.add_argument("--plan", required=True, help="CSV of the runs to time (run settings)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per run (%(default)s)")
+    p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk, as the runs")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(handler=_step_times)
+
+
+def _step_times(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs.timing import time_steps
+
+    if args.steps < 1:
+        print(
+            f"vitnqs step-times: error: --steps: must be >= 1 (got {args.steps})", file=sys.stderr
+        )
+        return 2
+    table = time_steps(pd.read_csv(args.plan), args.steps, args.chunk_size)
+    table.to_csv(args.out, index=False)
+    print(table.to_string(index=False))
+    return 0
+
+
+def _add_findings(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("findings", help="the paper's claims checked on the tables (pass/fail)")
+    p.add_argument("--runs", required=True, help="runs.csv")
+    p.add_argument("--dependence", required=True, help="attention_dependence.csv")
+    p.add_argument("--maps", required=True, help="attention_maps.csv")
+    p.add_argument("--step-times", required=True, help="step_times.csv")
+    p.add_argument("--scale", required=True, help="preset that produced the data")
+    p.add_argument("--out", required=True, help="findings.csv to write; also printed")
+    p.set_defaults(handler=_findings)
+
+
+def _findings(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs.findings import findings, findings_markdown
+
+    read = pd.read_csv
+    table = findings(read(args.runs), read(args.dependence), read(args.maps), read(args.step_times))
+    table.to_csv(args.out, index=False)
+    print(f"Findings at the {args.scale} scale ({args.out}):\n")
+    print(findings_markdown(table))
     return 0
 
 
@@ -210,6 +264,8 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", help="history.csv (fig2)")
     p.add_argument("--maps", help="attention_maps.csv (fig4)")
     p.add_argument("--dependence", help="attention_dependence.csv (fig4)")
+    p.add_argument("--step-times", help="step_times.csv (fig3)")
+    p.add_argument("--table1", help="table1.csv, for the paper's values (fig3)")
     p.add_argument("--scale", required=True, help="preset that produced the data")
     p.add_argument("--out", required=True, help="PDF path; the PNG is written beside it")
     p.set_defaults(handler=_figure)
@@ -221,8 +277,14 @@ def _figure(args: argparse.Namespace) -> int:
     from vitnqs import plots
     from vitnqs.sweeps import RUN_COLUMNS, in_sweep
 
-    needed = {"fig2": ("runs", "history"), "fig3": ("runs",), "fig4": ("maps", "dependence")}
-    missing = [f"--{n}" for n in needed.get(args.name, ()) if getattr(args, n) is None]
+    needed = {
+        "fig2": ("runs", "history"),
+        "fig3": ("runs", "step_times", "table1"),
+        "fig4": ("maps", "dependence"),
+    }
+    missing = [
+        f"--{n.replace('_', '-')}" for n in needed.get(args.name, ()) if getattr(args, n) is None
+    ]
     if missing:
         print(f"vitnqs figure {args.name}: error: needs {' '.join(missing)}", file=sys.stderr)
         return 2
@@ -231,7 +293,13 @@ def _figure(args: argparse.Namespace) -> int:
         history = pd.read_csv(args.history).merge(runs[list(RUN_COLUMNS)], on=list(RUN_COLUMNS))
         plots.figure2(history, runs, args.out, args.scale)
     elif args.name == "fig3":
-        plots.figure3(in_sweep(pd.read_csv(args.runs), "fig3"), args.out, args.scale)
+        plots.figure3(
+            in_sweep(pd.read_csv(args.runs), "fig3"),
+            pd.read_csv(args.step_times),
+            pd.read_csv(args.table1),
+            args.out,
+            args.scale,
+        )
     elif args.name == "fig4":
         plots.figure4(pd.read_csv(args.maps), pd.read_csv(args.dependence), args.out, args.scale)
     else:
@@ -285,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_attention_maps,
         _add_collect,
         _add_table1,
+        _add_step_times,
+        _add_findings,
         _add_figure,
         _add_shastry_sutherland,
         _add_concat,

@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vitnqs.findings import ACCURACY_BOUNDS, seed_mean  # noqa: E402
+
 ATTENTION_STYLE = {
     "factored": {"label": "Factored", "color": "tab:orange", "marker": "o"},
     "decoupled": {"label": "Decoupled", "color": "tab:green", "marker": "s"},
@@ -32,7 +34,8 @@ def use_style() -> None:
 def save(fig: plt.Figure, pdf: str | Path, scale: str) -> None:
     """Write ``fig`` as ``pdf`` and as the PNG beside it; mark non-paper scales."""
     if scale != "paper":
-        fig.text(0.995, 0.005, f"scale: {scale}", ha="right", va="bottom", fontsize=7, color="0.4")
+        note = f"scale: {scale}, not the paper's settings"
+        fig.text(0.995, 0.005, note, ha="right", va="bottom", fontsize=7, color="0.4")
     pdf = Path(pdf)
     pdf.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(pdf)
@@ -48,8 +51,12 @@ def _by_attention(table):
 def figure2(history, runs, pdf: str | Path, scale: str) -> None:
     """Relative error vs step at the fig2 lattice, one panel per (J2, layers).
 
+    Every seed is drawn as a thin line; the marker at the last step is the final relative
+    error (fresh samples, :mod:`vitnqs.optimize`), mean over seeds with half their range
+    as error bar, as in the findings table. The dotted line is the findings' bound.
+
     Args:
-        history: ``history.csv`` rows of the fig2 runs (first seed is drawn).
+        history: ``history.csv`` rows of the fig2 runs.
         runs: ``runs.csv`` rows of the fig2 runs.
         pdf: output path (the PNG goes beside it).
         scale: the preset that produced the runs.
@@ -60,15 +67,23 @@ def figure2(history, runs, pdf: str | Path, scale: str) -> None:
     ncols = 2 if len(panels) > 1 else 1
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
-    seed = runs["seed"].min()
     for ax, (J2, layers), letter in zip(axes.flat, panels, "abcdefgh", strict=False):
-        panel = history[(history.J2 == J2) & (history.layers == layers) & (history.seed == seed)]
+        panel = history[(history.J2 == J2) & (history.layers == layers)]
+        finals = runs[(runs.J2 == J2) & (runs.layers == layers)]
         for attention, rows in _by_attention(panel):
             style = ATTENTION_STYLE[attention]
-            ax.plot(rows["step"], rows["rel_error"], color=style["color"], label=style["label"])
+            for k, (_, seed_rows) in enumerate(rows.groupby("seed")):
+                ax.plot(seed_rows["step"], seed_rows["rel_error"], color=style["color"],
+                        lw=0.7, alpha=0.8, label=style["label"] if k == 0 else None)  # fmt: skip
+            mean, spread = seed_mean(finals.loc[finals.attention == attention, "rel_error"])
+            ax.errorbar(rows["step"].max(), mean, yerr=spread, color=style["color"],
+                        marker=style["marker"], ms=4, mec="k", mew=0.5, capsize=2)  # fmt: skip
+        if float(J2) in ACCURACY_BOUNDS:
+            ax.axhline(ACCURACY_BOUNDS[float(J2)], color="0.5", ls=":", lw=0.8)
         ax.set_yscale("log")
         L = ", ".join(str(v) for v in sorted(set(panel["L"])))
-        ax.set_title(f"({letter}) $J_2={J2:g}$, $n_l={layers}$, $L={L}$")
+        seeds = panel["seed"].nunique()
+        ax.set_title(f"({letter}) $J_2={J2:g}$, $n_l={layers}$, $L={L}$, {seeds} seed(s)")
         ax.set_xlabel("optimization step")
         ax.set_ylabel(r"$|E_0 - E_{\rm ViT}| / |E_0|$")
     for ax in axes.flat[len(panels) :]:
@@ -78,16 +93,29 @@ def figure2(history, runs, pdf: str | Path, scale: str) -> None:
     save(fig, pdf, scale)
 
 
-def figure3(runs, pdf: str | Path, scale: str) -> None:
-    """Final relative error (left) and time per step (right) vs L, per attention."""
+def figure3(runs, step_times, table1, pdf: str | Path, scale: str) -> None:
+    """Final relative error (left) and time per step (right) vs L, per attention.
+
+    Left: seed mean of the runs (filled markers) and the paper's Table 1 runs (open
+    markers, relative to the same references). Right: median time per step timed one
+    run at a time (``step_times.csv``), not by the runs that shared the machine.
+    """
     use_style()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(6.8, 2.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.8, 2.8))
+    paper = table1.dropna(subset=["paper_rel_error"])
     for attention, rows in _by_attention(runs.sort_values("L")):
         style = ATTENTION_STYLE[attention]
         kwargs = {"color": style["color"], "marker": style["marker"], "label": style["label"]}
-        mean = rows.groupby("L", as_index=False)[["rel_error", "median_step_time_s"]].mean()
+        mean = rows.groupby("L", as_index=False)["rel_error"].mean()
         left.plot(mean["L"], mean["rel_error"], linestyle="--", **kwargs)
-        right.plot(mean["L"], mean["median_step_time_s"], linestyle="--", **kwargs)
+        timed = step_times[step_times.attention == attention].sort_values("L")
+        right.plot(timed["L"], timed["median_step_time_s"], linestyle="--", **kwargs)
+        theirs = paper[paper.attention == attention]
+        left.plot(theirs["L"], theirs["paper_rel_error"], linestyle="none", marker=style["marker"],
+                  mfc="none", color=style["color"], ms=6)  # fmt: skip
+    if len(paper):
+        left.plot([], [], linestyle="none", marker="o", mfc="none", color="0.3",
+                  label=r"open: paper, Table 1 ($n_l=4$, $d=60$)")  # fmt: skip
     J2 = ", ".join(f"{v:g}" for v in sorted(set(runs["J2"])))
     layers = ", ".join(str(v) for v in sorted(set(runs["layers"])))
     left.set_yscale("log")
@@ -95,11 +123,12 @@ def figure3(runs, pdf: str | Path, scale: str) -> None:
     right.set_ylabel("time per step (s)")
     for ax in (left, right):
         ax.set_xlabel("$L$")
-        ax.set_xticks(sorted(set(runs["L"])))
+    left.set_xticks(sorted(set(runs["L"]) | set(paper["L"])))
+    right.set_xticks(sorted(set(step_times["L"])))
     left.set_title(f"$J_2={J2}$, $n_l={layers}$")
-    device = ", ".join(sorted(set(runs["device"].astype(str))))
-    right.set_title(f"device: {device}", fontsize=7)
-    left.legend()
+    device = ", ".join(sorted(set(step_times["device"].astype(str))))
+    right.set_title(f"timed one run at a time on {device}", fontsize=7)
+    left.legend(fontsize=6)
     fig.tight_layout()
     save(fig, pdf, scale)
 
@@ -110,6 +139,9 @@ def figure4(maps, dependence, pdf: str | Path, scale: str) -> None:
     Top row: random initialization; bottom row: after optimization. Head-averaged.
     """
     use_style()
+    if "seed" in maps:  # the first seed's maps
+        maps = maps[maps.seed == maps.seed.min()]
+        dependence = dependence[dependence.seed == dependence.seed.min()]
     t5 = maps[maps.attention == "t5"]
     decoupled = maps[maps.attention == "decoupled"]
     t5_terms = sorted(set(t5["term"]))

@@ -8,8 +8,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from vitnqs.optimize import RunConfig
+from vitnqs.references import literature_reference
 from vitnqs.sweeps import RUN_COLUMNS, in_sweep
 
 SUMMARY_FIELDS = (
@@ -67,21 +70,54 @@ def _combined_sigma(a: float, b: float) -> float:
     return math.hypot(a, b)
 
 
-def table1(runs: pd.DataFrame) -> pd.DataFrame:
-    """The reproduced Table 1 beside the paper's values.
+PAPER_HYPERPARAMETERS = ("d", "heads", "b", "samples", "steps", "lr", "diag_shift")
+"""Settings that, with the layers, make a run one of the paper's (defaults of RunConfig)."""
+
+
+def at_paper_settings(runs: pd.DataFrame) -> pd.Series:
+    """Whether each run uses the paper's hyperparameters (:class:`RunConfig`'s defaults)."""
+    paper = RunConfig(attention="factored", L=6, J2=0.5, layers=4)
+    same = pd.Series(True, index=runs.index)
+    for name in PAPER_HYPERPARAMETERS:
+        same &= (runs[name] - getattr(paper, name)).abs() <= 1e-12 * abs(getattr(paper, name))
+    return same
+
+
+def _settings(row) -> str:
+    return f"d {row.d}, h {row.heads}, M {row.samples}, {row.steps} steps"
+
+
+def table1(runs: pd.DataFrame, scale: str, step_times: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The reproduced Table 1 beside the paper's values and the reference energies.
+
+    Rows are matched to the paper's by (L, J2, layers, attention): the paper's are 4-layer
+    runs, so runs with other depths get rows of their own. The difference in units of
+    the combined error bar is given only for runs at the paper's settings
+    (:func:`at_paper_settings`); other rows name their scale in ``settings`` instead.
 
     Args:
         runs: ``runs.csv`` as returned by :func:`collect`.
+        scale: the preset that made the runs.
+        step_times: ``step_times.csv`` (timed one run at a time), if available.
 
     Returns:
-        One row per (L, attention) of the ``table1`` sweep (first seed) and of the paper,
-        with the reproduced and the paper's energy, parameters and total time, and the
-        energy difference in units of the combined error bar; a side without a value at
-        that L stays empty.
+        One row per (L, layers, attention) of the ``table1`` sweep (first seed) and of
+        the paper, with the reproduced and the paper's energy and relative error, the
+        reference energy, parameters, total time and time per step; a side without a
+        value in that row stays empty.
 
     """
-    ours = in_sweep(runs, "table1").sort_values(["L", "attention", "seed"])
-    ours = ours.groupby(["L", "attention"], as_index=False).first()
+    keys = ["L", "J2", "layers", "attention"]
+    ours = in_sweep(runs, "table1").sort_values([*keys, "seed"])
+    ours = ours.groupby(keys, as_index=False).first()
+    ours["paper_settings"] = at_paper_settings(ours)
+    ours["settings"] = [
+        "paper" if paper else f"{scale}: {_settings(row)}"
+        for paper, row in zip(ours["paper_settings"], ours.itertuples(), strict=True)
+    ]
+    if step_times is not None:
+        alone = step_times.rename(columns={"median_step_time_s": "step_time_s"})
+        ours = ours.merge(alone[[*RUN_COLUMNS, "step_time_s"]], on=list(RUN_COLUMNS), how="left")
     paper = paper_table1().rename(
         columns={
             "energy_per_site": "paper_energy",
@@ -89,28 +125,39 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
             "parameters": "paper_parameters",
             "total_time_hours_a100_5000_steps": "paper_time_h",
         }
-    )[["L", "attention", "paper_energy", "paper_energy_error", "paper_parameters", "paper_time_h"]]
-    # outer: the paper's rows stay even where this scale has no run at that L
-    table = ours.merge(paper, on=["L", "attention"], how="outer")
-    table["J2"] = table["J2"].fillna(0.5)
-    table["layers"] = table["layers"].fillna(4)
+    )[[*keys, "paper_energy", "paper_energy_error", "paper_parameters", "paper_time_h"]]
+    # outer: the paper's rows stay even where this scale has no run like them
+    table = ours.merge(paper, on=keys, how="outer")
+    # the paper's rows at lattices without a run take the reference from the literature
+    references = [literature_reference(int(r.L), float(r.J2)) for r in table.itertuples()]
+    for column, field in (("reference_energy", "energy"), ("reference_uncertainty", "uncertainty")):
+        known = [math.nan if r is None else getattr(r, field) for r in references]
+        table[column] = table[column].fillna(pd.Series(known, index=table.index))
+    table["paper_settings"] = table["paper_settings"].astype("boolean").fillna(False)
+    table["paper_rel_error"] = (
+        (table["paper_energy"] - table["reference_energy"]) / table["reference_energy"]
+    ).abs()
     for column in ("layers", "steps", "samples", "n_parameters", "paper_parameters"):
         table[column] = table[column].astype("Int64")
     table["time_h"] = table["total_time_s"] / 3600
+    if "step_time_s" not in table:
+        table["step_time_s"] = math.nan
     table["difference_sigma"] = [
         (row.energy - row.paper_energy) / _combined_sigma(row.energy_error, row.paper_energy_error)
-        if pd.notna(row.paper_energy)
+        if row.paper_settings and pd.notna(row.paper_energy)
         else math.nan
         for row in table.itertuples()
     ]
     order = {"t5": 0, "decoupled": 1, "factored": 2}
     table = table.sort_values(
-        ["L", "attention"], key=lambda s: s.map(order) if s.name == "attention" else s
+        ["L", "layers", "attention"],
+        key=lambda s: s.map(order) if s.name == "attention" else s,
     )
     return table[
-        ["L", "J2", "layers", "attention", "steps", "samples",
-         "energy", "energy_error", "paper_energy", "paper_energy_error", "difference_sigma",
-         "n_parameters", "paper_parameters", "time_h", "paper_time_h", "device"]
+        ["L", "J2", "layers", "attention", "settings", "steps", "samples",
+         "energy", "energy_error", "rel_error", "reference_energy", "reference_uncertainty",
+         "paper_energy", "paper_energy_error", "paper_rel_error", "difference_sigma",
+         "n_parameters", "paper_parameters", "time_h", "step_time_s", "paper_time_h", "device"]
     ].reset_index(drop=True)  # fmt: skip
 
 
@@ -129,25 +176,48 @@ def _energy(value: float, error: float) -> str:
 
 
 def table1_text(table: pd.DataFrame, fmt: str) -> str:
-    """Table 1 as Markdown (``fmt="md"``) or LaTeX (``fmt="tex"``)."""
+    """Table 1 as Markdown (``fmt="md"``) or LaTeX (``fmt="tex"``).
+
+    Rows not at the paper's settings show their scale in the difference column, and a
+    note above the table says which settings they used.
+    """
     names = {"t5": "T5", "decoupled": "Decoupled", "factored": "Factored"}
 
     def optional(column: str, fmt: str) -> list[str]:
         return ["" if pd.isna(v) else fmt.format(v) for v in table[column]]
 
+    ours = table["settings"].notna()
+    off_scale = ours & (table["settings"] != "paper")
+    difference = optional("difference_sigma", "{:+.1f}")
+    for i in np.flatnonzero(off_scale):
+        difference[i] = f"({table['settings'].iloc[i].split(':')[0]} scale)"
     shown = pd.DataFrame(
         {
             "L": table["L"],
+            "layers": table["layers"],
             "attention": table["attention"].map(names),
             "energy": list(map(_energy, table.energy, table.energy_error)),
+            "rel. error": optional("rel_error", "{:.2e}"),
             "paper energy": list(map(_energy, table.paper_energy, table.paper_energy_error)),
-            "diff. (sigma)": optional("difference_sigma", "{:+.1f}"),
+            "paper rel. error": optional("paper_rel_error", "{:.2e}"),
+            "reference": list(map(_energy, table.reference_energy, table.reference_uncertainty)),
+            "diff. (sigma)": difference,
             "parameters": optional("n_parameters", "{:,.0f}"),
             "paper parameters": optional("paper_parameters", "{:,.0f}"),
             "time (h)": optional("time_h", "{:.3g}"),
+            "s/step (alone)": optional("step_time_s", "{:.3g}"),
             "paper time (h, A100)": optional("paper_time_h", "{:g}"),
         }
     )
+    notes = sorted(set(table.loc[off_scale, "settings"]))
+    note = (
+        "Not the paper's settings (" + "; ".join(notes) + "): the paper's rows (4 layers, "
+        "d 60, h 10, M 6000, 5000 steps, one A100) stand beside them, and no difference "
+        "in error bars is given."
+        if notes
+        else ""
+    )
     if fmt == "md":
-        return shown.to_markdown(index=False) + "\n"
-    return shown.to_latex(index=False, escape=True)
+        return (note + "\n\n" if note else "") + shown.to_markdown(index=False) + "\n"
+    latex = shown.to_latex(index=False, escape=True)
+    return (f"% {note}\n" if note else "") + latex

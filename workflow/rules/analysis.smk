@@ -19,6 +19,33 @@ rule attention_maps:
         " --out-dependence {output.dependence} > {log} 2>&1"
 
 
+rule step_times:
+    input:
+        "results/tables/step_time_plan.csv",
+    output:
+        report(
+            "results/tables/step_times.csv",
+            caption="../report/step_times.rst",
+            category="Tables",
+        ),
+    log:
+        "results/logs/step_times.log",
+    benchmark:
+        "results/benchmarks/step_times.tsv"
+    conda:
+        GPU_ENV
+    # every core: no other job runs beside the timings (the runs' own times shared them)
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    params:
+        chunk=CHUNK_ARG,
+        steps=TIMED_STEPS,
+    shell:
+        "python -m vitnqs step-times --plan {input} --steps {params.steps} {params.chunk}"
+        " --out {output} > {log} 2>&1"
+
+
 rule shastry_sutherland:
     output:
         report(

@@ -16,6 +16,7 @@ shell.prefix(
 
 import vitnqs.plots
 from vitnqs.sweeps import RUN_COLUMNS, in_sweep, preset, run_space, runs_table
+from vitnqs.timing import timing_plan
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -25,6 +26,15 @@ RUNS = runs_table(config)  # raises ConfigError naming the field of a bad value
 PARAMSPACE = run_space(RUNS)
 RUNS["run"] = list(PARAMSPACE.instance_patterns)
 RUN_DIR = "results/runs/{run}"
+# Tables of what to compute, written by the sweeps_table rule (rewritten only on change)
+PLANS = {
+    "sweeps": RUNS.to_csv(index=False),
+    "step_time_plan": timing_plan(RUNS).to_csv(index=False),
+}
+TIMED_STEPS = 10  # per run of the fig3 sweep, after its compilation step
+CHUNK_ARG = (
+    "" if PRESET["chunk_size"] is None else f"--chunk-size {PRESET['chunk_size']}"
+)
 
 # Conda environments (used with --software-deployment-method conda): the CUDA one for
 # the jobs that evaluate the network (it falls back to the CPU), the CPU one elsewhere.
@@ -32,8 +42,11 @@ CPU_ENV = "../../envs/vitnqs-cpu.yaml"
 GPU_ENV = "../../envs/vitnqs-cuda.yaml"
 
 # Plotting code is an input of the figure rules: editing it reruns plots, never runs.
+# (findings.py: the bounds drawn in Figure 2)
+FINDINGS_CODE = str(Path(vitnqs.plots.__file__).parent / "findings.py")
 PLOT_CODE = [
     vitnqs.plots.__file__,
+    FINDINGS_CODE,
     str(Path(vitnqs.plots.__file__).parent / "style/paper.mplstyle"),
 ]
 
@@ -57,9 +70,7 @@ def optimize_args(wildcards):
     """Command-line options of `vitnqs optimize` for one run."""
     settings = run_settings(wildcards)
     args = [f"--{key.replace('_', '-')} {settings[key]}" for key in RUN_COLUMNS]
-    if PRESET["chunk_size"] is not None:
-        args.append(f"--chunk-size {PRESET['chunk_size']}")
-    return " ".join(args)
+    return " ".join([*args, CHUNK_ARG])
 
 
 def reference_file(wildcards):

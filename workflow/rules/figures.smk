@@ -20,6 +20,8 @@ rule fig2:
 rule fig3:
     input:
         runs="results/tables/runs.csv",
+        step_times="results/tables/step_times.csv",
+        table1="results/tables/table1.csv",
         code=PLOT_CODE,
     output:
         **figure_output("fig3"),
@@ -31,8 +33,8 @@ rule fig3:
     params:
         scale=SCALE,
     shell:
-        "python -m vitnqs figure fig3 --runs {input.runs} --scale {params.scale}"
-        " --out {output.pdf} > {log} 2>&1"
+        "python -m vitnqs figure fig3 --runs {input.runs} --step-times {input.step_times}"
+        " --table1 {input.table1} --scale {params.scale} --out {output.pdf} > {log} 2>&1"
 
 
 rule fig4:

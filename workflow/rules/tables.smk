@@ -1,14 +1,16 @@
 rule sweeps_table:
     output:
-        "results/tables/sweeps.csv",
+        "results/tables/{plan}.csv",
     log:
-        "results/logs/sweeps_table.log",
+        "results/logs/{plan}_table.log",
+    wildcard_constraints:
+        plan="|".join(PLANS),
     localrule: True
     conda:
         CPU_ENV
     params:
         # the table itself is the parameter: editing a sweep rewrites it, nothing else does
-        table=RUNS.to_csv(index=False),
+        table=lambda wildcards: PLANS[wildcards.plan],
     run:
         Path(output[0]).write_text(params.table)
 
@@ -39,7 +41,8 @@ rule collect:
 
 rule table1:
     input:
-        "results/tables/runs.csv",
+        runs="results/tables/runs.csv",
+        step_times="results/tables/step_times.csv",
     output:
         csv=report(
             "results/tables/table1.csv",
@@ -53,8 +56,38 @@ rule table1:
     localrule: True
     conda:
         CPU_ENV
+    params:
+        scale=SCALE,
     shell:
-        "python -m vitnqs table1 --runs {input} --out results/tables/table1 > {log} 2>&1"
+        "python -m vitnqs table1 --runs {input.runs} --step-times {input.step_times}"
+        " --scale {params.scale} --out results/tables/table1 > {log} 2>&1"
+
+
+rule findings:
+    input:
+        runs="results/tables/runs.csv",
+        dependence="results/tables/attention_dependence.csv",
+        maps="results/tables/attention_maps.csv",
+        step_times="results/tables/step_times.csv",
+        code=FINDINGS_CODE,
+    output:
+        report(
+            "results/tables/findings.csv",
+            caption="../report/findings.rst",
+            category="Tables",
+        ),
+    log:
+        "results/logs/findings.log",
+    localrule: True
+    conda:
+        CPU_ENV
+    params:
+        scale=SCALE,
+    # printed too: the verdicts belong in the output of the run that made them
+    shell:
+        "python -m vitnqs findings --runs {input.runs} --dependence {input.dependence}"
+        " --maps {input.maps} --step-times {input.step_times} --scale {params.scale}"
+        " --out {output} 2>&1 | tee {log}"
 
 
 rule attention_tables:
