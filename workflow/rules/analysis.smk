@@ -35,7 +35,7 @@ rule step_times:
     conda:
         GPU_ENV
     # every core: no other job runs beside the timings (the runs' own times shared them)
-    threads: workflow.cores
+    threads: every_core()
     resources:
         gpu=1,
     params:

@@ -3,6 +3,7 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The package in this repository is the code of the workflow, installed or not: the
@@ -31,7 +32,27 @@ PLANS = {
     "sweeps": RUNS.to_csv(index=False),
     "step_time_plan": timing_plan(RUNS).to_csv(index=False),
 }
+# A preset with one thread per run gets one: XLA's CPU thread pool takes every core by
+# default, so runs side by side would oversubscribe them.
+XLA_THREAD_FLAGS = (
+    "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    if PRESET["threads"] == 1
+    else ""
+)
 TIMED_STEPS = 10  # per run of the fig3 sweep, after its compilation step
+
+
+def every_core():
+    """Threads of a job that must run alone: all local cores (``--cores``).
+
+    Without ``--cores`` (a cluster executor) every job has an allocation of its own.
+    """
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return PRESET["threads"]
+
+
 CHUNK_ARG = (
     "" if PRESET["chunk_size"] is None else f"--chunk-size {PRESET['chunk_size']}"
 )

@@ -25,8 +25,10 @@ rule optimize:
     params:
         args=optimize_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),
+        xla=XLA_THREAD_FLAGS,
     # exec: SIGTERM at a time limit or preemption must reach the run itself (a shell in
     # between dies at once, and SLURM then kills the orphaned run without a checkpoint)
     shell:
-        "exec python -m vitnqs optimize {params.args} --reference {input.reference}"
+        'XLA_FLAGS="${{XLA_FLAGS:-}} {params.xla}" exec python -m vitnqs optimize'
+        " {params.args} --reference {input.reference}"
         " --out {params.out} > {log} 2>&1"
