@@ -275,6 +275,87 @@ def _concat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from vitnqs.optimize import NETWORK_DTYPES
+    from vitnqs.performance import SR_MODES
+
+    p = sub.add_parser(
+        "benchmark",
+        help="time per SR step split into phases, with operation counts and rates",
+        description="Time the phases of an SR step of the paper-size ViT (d 60, h 10, b 2, "
+        "4 layers by default) for every attention x L x SR mode, each in its own process.",
+    )
+    p.add_argument("--attention", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
+    p.add_argument("--L", nargs="+", type=int, default=[4, 6, 8, 10])
+    p.add_argument(
+        "--sr-modes",
+        nargs="+",
+        default=list(SR_MODES),
+        choices=SR_MODES,
+        help="kernel phases to time on the same samples (the first also updates)",
+    )
+    p.add_argument("--network-dtypes", nargs="+", default=["float64"], choices=NETWORK_DTYPES)
+    p.add_argument("--samples", type=int, default=256, help="samples per step (%(default)s)")
+    p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--d", type=int, default=60)
+    p.add_argument("--heads", type=int, default=10)
+    p.add_argument("--steps", type=int, default=3, help="timed steps after a warm-up step")
+    p.add_argument("--max-minutes", type=float, default=None, help="start no case after this long")
+    p.add_argument(
+        "--no-driver-step",
+        action="store_true",
+        help="skip timing the driver's own step (saves one compilation per case)",
+    )
+    p.add_argument("--out", help="CSV of the phases (one row per case and phase)")
+    p.add_argument("--markdown", help="also write the summary table here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.set_defaults(handler=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs import performance
+
+    if args.child:
+        performance.child_main(args.child)
+        return 0
+    if args.out is None:
+        print("vitnqs benchmark: error: --out is required", file=sys.stderr)
+        return 2
+    cases = [
+        performance.Case(
+            attention=attention,
+            L=L,
+            sr_modes=tuple(args.sr_modes),
+            samples=args.samples,
+            chunk_size=args.chunk_size,
+            layers=args.layers,
+            d=args.d,
+            heads=args.heads,
+            network_dtype=dtype,
+            steps=args.steps,
+            time_driver=not args.no_driver_step,
+        )  # fmt: skip
+        for L in args.L
+        for dtype in args.network_dtypes
+        for attention in args.attention
+    ]
+    budget = None if args.max_minutes is None else 60 * args.max_minutes
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for result in performance.run_cases(cases, budget):
+        rows += performance.rows(result)
+        pd.DataFrame(rows).to_csv(args.out, index=False)  # after each case: a cut run keeps it
+    table = pd.DataFrame(rows)
+    text = performance.summary_table(table) if len(table) else "no case finished\n"
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    return 0 if len(table) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vitnqs`` argument parser with all subcommands."""
     parser = _Parser(prog="python -m vitnqs", description=__doc__)
@@ -288,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_figure,
         _add_shastry_sutherland,
         _add_concat,
+        _add_benchmark,
     ):
         add(sub)
     return parser

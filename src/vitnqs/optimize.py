@@ -30,6 +30,7 @@ from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import netket as nk
 import numpy as np
 import optax
@@ -38,9 +39,11 @@ from netket.utils import struct
 
 from vitnqs import checkpoint
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
+from vitnqs.performance import SR_MODES, available_memory_bytes, choose_sr_mode
 from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
+from vitnqs.sr import KernelSR
 
 EXIT_BAD_INPUT = 2
 """Exit code for invalid options or a directory holding a different run."""
@@ -69,6 +72,10 @@ EVAL_CHAIN_LENGTH = 4
 """Final evaluation: this many fresh samples per chain, i.e. 4 x ``samples`` in total."""
 EVAL_DISCARD = 4
 """Sweeps discarded per chain before the final evaluation."""
+
+
+NETWORK_DTYPES = ("float64", "float32")
+"""Allowed arithmetic of the network (see :attr:`RunOptions.network_dtype`)."""
 
 
 class ConfigError(ValueError):
@@ -146,8 +153,13 @@ class RunOptions:
     """Steps between checkpoints; ``None`` for about every 5 minutes."""
     progress: bool = True
     """Print progress on stderr."""
-    ntk_on_the_fly: bool = False
-    """NetKet's lazy NTK instead of the explicit Jacobian (benchmarks/step_time.py)."""
+    sr_mode: str = "auto"
+    """How the SR kernel is built: ``explicit``, ``onthefly`` (see
+    :data:`vitnqs.performance.SR_MODES`) or ``auto``
+    (:func:`vitnqs.performance.choose_sr_mode` from the samples, parameters and memory)."""
+    network_dtype: str = "float64"
+    """Arithmetic of the network (``float64`` or ``float32``); parameters, kernel and
+    solve stay float64."""
     reference_file: Path | None = None
     """JSON written by ``vitnqs reference``; ``None`` computes the reference here."""
 
@@ -159,6 +171,15 @@ class RunOptions:
         ):
             if value is not None and value < 1:
                 raise ConfigError(f"--{name}: must be a positive integer (got {value!r})")
+        if self.network_dtype not in NETWORK_DTYPES:
+            raise ConfigError(
+                f"--network-dtype: unknown dtype {self.network_dtype!r}; "
+                f"allowed: {', '.join(NETWORK_DTYPES)}"
+            )
+        if self.sr_mode not in ("auto", *SR_MODES):
+            raise ConfigError(
+                f"--sr-mode: unknown mode {self.sr_mode!r}; allowed: auto, {', '.join(SR_MODES)}"
+            )
 
 
 def lr_schedule(config: RunConfig) -> optax.Schedule:
@@ -168,7 +189,10 @@ def lr_schedule(config: RunConfig) -> optax.Schedule:
 
 def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
     """The NetKet SR driver with a freshly initialized variational state."""
-    model = ViT(config.attention, config.layers, config.d, config.heads, config.b)
+    model = ViT(
+        config.attention, config.layers, config.d, config.heads, config.b,
+        dtype=jnp.dtype(options.network_dtype),
+    )  # fmt: skip
     hamiltonian = j1j2_hamiltonian(config.L, config.J2)
     init_key, sampler_key = jax.random.split(jax.random.key(config.seed))
     vstate = nk.vqs.MCState(
@@ -180,13 +204,20 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
         seed=init_key,
         sampler_seed=sampler_key,
     )
-    return nk.driver.VMC_SR(
+    use_ntk = config.samples < vstate.n_parameters  # kernel trick when M < P
+    mode = options.sr_mode
+    if mode == "auto":
+        mode = choose_sr_mode(config.samples, vstate.n_parameters, available_memory_bytes())
+    if not use_ntk:  # NetKet's QGT form: an explicit Jacobian, no kernel
+        mode = "explicit"
+    driver_class = KernelSR if mode == "symmetric" else nk.driver.VMC_SR
+    return driver_class(
         hamiltonian,
         optax.sgd(lr_schedule(config)),
         diag_shift=config.diag_shift,
         variational_state=vstate,
-        use_ntk=config.samples < vstate.n_parameters,  # kernel trick when M < P
-        on_the_fly=options.ntk_on_the_fly,
+        use_ntk=use_ntk,
+        on_the_fly=mode == "onthefly",
         mode="complex",
     )
 
