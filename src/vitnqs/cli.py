@@ -15,7 +15,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
-    from vitnqs.optimize import RunConfig
+    from vitnqs.optimize import NETWORK_DTYPES, RunConfig
+    from vitnqs.performance import SR_MODES
 
     defaults = RunConfig(attention="factored", L=6, J2=0.0, layers=4)
     p = sub.add_parser(
@@ -56,6 +57,18 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="steps between checkpoints (default: ~5 min)",
     )
+    p.add_argument(
+        "--sr-mode",
+        default="auto",
+        choices=("auto", *SR_MODES),
+        help="how the SR kernel is built (%(default)s: the fastest that fits in memory)",
+    )
+    p.add_argument(
+        "--network-dtype",
+        default="float64",
+        choices=NETWORK_DTYPES,
+        help="arithmetic of the network; kernel and solve stay float64 (%(default)s)",
+    )
     p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
@@ -93,6 +106,8 @@ def _optimize(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
+        sr_mode=args.sr_mode,
+        network_dtype=args.network_dtype,
         reference_file=None if args.reference is None else Path(args.reference),
     )
     try:
@@ -290,9 +305,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sr-modes",
         nargs="+",
-        default=list(SR_MODES),
+        default=["symmetric", "explicit", "onthefly"],
         choices=SR_MODES,
-        help="kernel phases to time on the same samples (the first also updates)",
+        help="kernel phases to time on the same samples (the first also updates; %(default)s)",
     )
     p.add_argument("--network-dtypes", nargs="+", default=["float64"], choices=NETWORK_DTYPES)
     p.add_argument("--samples", type=int, default=256, help="samples per step (%(default)s)")

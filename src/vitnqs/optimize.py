@@ -39,7 +39,12 @@ from netket.utils import struct
 
 from vitnqs import checkpoint
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
-from vitnqs.performance import SR_MODES, available_memory_bytes, choose_sr_mode
+from vitnqs.performance import (
+    SR_MODES,
+    available_memory_bytes,
+    choose_sr_mode,
+    sr_memory_bytes,
+)
 from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
@@ -210,6 +215,11 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
         mode = choose_sr_mode(config.samples, vstate.n_parameters, available_memory_bytes())
     if not use_ntk:  # NetKet's QGT form: an explicit Jacobian, no kernel
         mode = "explicit"
+    if mode == "onthefly" and options.chunk_size and config.samples % options.chunk_size:
+        raise ConfigError(
+            f"--chunk-size: the on-the-fly SR mode needs it to divide --samples "
+            f"({options.chunk_size} does not divide {config.samples})"
+        )
     driver_class = KernelSR if mode == "symmetric" else nk.driver.VMC_SR
     return driver_class(
         hamiltonian,
@@ -220,6 +230,13 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
         on_the_fly=mode == "onthefly",
         mode="complex",
     )
+
+
+def sr_mode_of(driver: nk.driver.VMC_SR) -> str:
+    """The SR mode (:data:`vitnqs.performance.SR_MODES`) a driver runs in."""
+    if driver.on_the_fly:
+        return "onthefly"
+    return "symmetric" if isinstance(driver, KernelSR) else "explicit"
 
 
 class _RunMonitor(AbstractCallback, mutable=True):
@@ -507,6 +524,13 @@ def optimize(
             file=sys.stderr,
         )
     driver = build_driver(config, options)
+    mode = sr_mode_of(driver)
+    print(
+        f"[vitnqs] {driver.state.n_parameters} parameters, {config.samples} samples on "
+        f"{jax.devices()[0]}; SR mode {mode} (requested {options.sr_mode}): SR matrices "
+        f"{sr_memory_bytes(mode, config.samples, driver.state.n_parameters) / 1e9:.2f} GB",
+        file=sys.stderr,
+    )
     init_params = flax.serialization.to_bytes(driver.state.parameters)
     payload = checkpoint.load_checkpoint(out)
     if payload is not None:
@@ -539,9 +563,14 @@ def optimize(
     step_times = [row["time_s"] for row in run.history[1:]]  # step 0 includes compilation
     summary = {
         "config": dataclasses.asdict(config),
-        "options": {"chunk_size": options.chunk_size, "checkpoint_every": options.checkpoint_every},
+        "options": {
+            "chunk_size": options.chunk_size,
+            "checkpoint_every": options.checkpoint_every,
+            "network_dtype": options.network_dtype,
+        },
         "n_parameters": int(driver.state.n_parameters),
         "sr": "kernel (NTK, M < P)" if driver.use_ntk else "QGT (M >= P)",
+        "sr_mode": sr_mode_of(driver),
         "energy": energy,
         "energy_error": error,
         "energy_variance": variance,

@@ -167,9 +167,15 @@ def matmul_ceiling(size: int | None = None, repeats: int = 5) -> dict[str, float
     return {"matmul_size": n, "matmul_gflops": 2 * n**3 / statistics.median(times) / 1e9}
 
 
-def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
+def _timed(function: Callable[[], Any], cpu: dict[str, float] | None = None, key: str = ""):
+    """``(result, wall seconds)`` of a call; its process CPU seconds go to ``cpu[key]``.
+
+    CPU time (all threads) is the steadier measure where other jobs share the cores.
+    """
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = jax.block_until_ready(function())
+    if cpu is not None:
+        cpu[key] = time.process_time() - start_cpu
     return result, time.perf_counter() - start
 
 
@@ -246,16 +252,24 @@ class PhaseRunner:
         shift = self.driver.diag_shift
         return shift(self.driver.step_count) if callable(shift) else shift
 
-    def step(self) -> tuple[dict[str, float], dict[str, Any]]:
+    def step(self, sample: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
         """One SR step phase by phase: wall time of each, and each mode's update.
+
+        ``sample=False`` keeps the state's current samples (sampling time 0).
 
         Keys of the times: ``sampling``, ``local_energies``, ``update``, and
         ``jacobian:<mode>`` and ``kernel_solve:<mode>`` for each mode.
         """
         driver, state = self.driver, self.driver.state
         times, updates = {}, {}
-        _, times["sampling"] = _timed(state.sample)
-        e_loc, times["local_energies"] = _timed(lambda: state.local_estimators(driver._ham))
+        self.cpu = cpu = {"sampling": 0.0}
+        if sample:
+            _, times["sampling"] = _timed(state.sample, cpu, "sampling")
+        else:
+            times["sampling"] = 0.0
+        e_loc, times["local_energies"] = _timed(
+            lambda: state.local_estimators(driver._ham), cpu, "local_energies"
+        )
         samples = jax.lax.collapse(state.samples, 0, state.samples.ndim - 1)
         for mode in self.modes:
             try:
@@ -265,25 +279,33 @@ class PhaseRunner:
                 print(f"[vitnqs benchmark] {mode} failed: {self.failed[mode]}", file=sys.stderr)
         self.modes = tuple(mode for mode in self.modes if mode not in self.failed)
         if self.modes:
-            _, times["update"] = _timed(lambda: self._apply(updates[self.modes[0]]))
+            _, times["update"] = _timed(
+                lambda: self._apply(updates[self.modes[0]]), self.cpu, "update"
+            )
         return times, updates
 
     def _sr_phases(self, mode: str, e_loc, samples, times: dict[str, float]):
         """The Jacobian and kernel phases of one mode; returns its update."""
         params, model_state = self.driver.state.parameters, self.driver.state.model_state
         if mode == "onthefly":
-            times["jacobian:onthefly"] = 0.0
+            times["jacobian:onthefly"] = self.cpu["jacobian:onthefly"] = 0.0
             result, times["kernel_solve:onthefly"] = _timed(
                 lambda: self._onthefly(
                     e_loc, params, model_state, samples, diag_shift=self._diag_shift()
-                )  # fmt: skip
+                ),
+                self.cpu,
+                "kernel_solve:onthefly",
             )
             return result[0]
         jacobian, times[f"jacobian:{mode}"] = _timed(
-            lambda: self._jacobians[mode](params, model_state, samples)
+            lambda: self._jacobians[mode](params, model_state, samples),
+            self.cpu,
+            f"jacobian:{mode}",
         )
         update, times[f"kernel_solve:{mode}"] = _timed(
-            lambda: self._kernels[mode](jacobian, e_loc, self._diag_shift())
+            lambda: self._kernels[mode](jacobian, e_loc, self._diag_shift()),
+            self.cpu,
+            f"kernel_solve:{mode}",
         )
         return update
 
@@ -302,7 +324,7 @@ def split_error(driver, modes: Sequence[str]) -> dict[str, float]:
     state = driver.state
     state.sample()
     _, reference = driver.compute_loss_and_update()
-    _, updates = PhaseRunner(driver, modes).step()
+    _, updates = PhaseRunner(driver, modes).step(sample=False)
     flat = jax.flatten_util.ravel_pytree
     b = flat(reference)[0]
     return {
@@ -350,8 +372,12 @@ def measure(case: Case) -> dict[str, Any]:
     compile_s = time.perf_counter() - started
     if not runner.modes:
         raise RuntimeError(f"every SR mode failed: {runner.failed}")
-    timed = [runner.step()[0] for _ in range(case.steps)]
+    timed, cpu = [], []
+    for _ in range(case.steps):
+        timed.append(runner.step()[0])
+        cpu.append(runner.cpu)
     median = {key: statistics.median(t[key] for t in timed) for key in timed[0]}
+    median_cpu = {key: statistics.median(t[key] for t in cpu) for key in cpu[0]}
     driver_step_s = math.nan
     if (
         case.time_driver and case.sr_modes[0] not in runner.failed
@@ -367,6 +393,7 @@ def measure(case: Case) -> dict[str, Any]:
         "n_parameters": int(driver.state.n_parameters),
         "max_conn": int(driver._ham.max_conn_size),
         "seconds": median,
+        "cpu_seconds": median_cpu,
         "driver_step_s": driver_step_s,
         "compile_s": compile_s - sum(warmup.values()) + sum(median.values()),
         "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -401,17 +428,21 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     for mode in (m for m in case["sr_modes"] if m not in result["failed"]):
         flops = phase_flops(forward, case["samples"], case["L"] ** 2, result["max_conn"],
                             result["n_parameters"], mode)  # fmt: skip
-        seconds = {p: result["seconds"].get(p, 0.0) for p in PHASES}
+        seconds, cpu = ({p: measured.get(p, 0.0) for p in PHASES}
+                        for measured in (result["seconds"], result["cpu_seconds"]))  # fmt: skip
         for phase in ("jacobian", "kernel_solve"):
             seconds[phase] = result["seconds"][f"{phase}:{mode}"]
+            cpu[phase] = result["cpu_seconds"][f"{phase}:{mode}"]
         flops["step"], seconds["step"] = sum(flops.values()), sum(seconds.values())
+        cpu["step"] = sum(cpu.values())
         if mode == case["sr_modes"][0] and not math.isnan(result["driver_step_s"]):
             flops["driver_step"], seconds["driver_step"] = flops["step"], result["driver_step_s"]
+            cpu["driver_step"] = math.nan
         for phase, time_s in seconds.items():
             rate = flops[phase] / time_s / 1e9 if time_s > 0 else math.nan
             out.append({
                 **common, "sr_mode": mode, "phase": phase, "median_s": time_s,
-                "gflop": flops[phase] / 1e9, "gflops": rate,
+                "median_cpu_s": cpu[phase], "gflop": flops[phase] / 1e9, "gflops": rate,
                 "fraction_of_ceiling": rate / result["matmul_gflops"],
             })  # fmt: skip
     return out

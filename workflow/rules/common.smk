@@ -83,6 +83,22 @@ def mem_mb(wildcards, attempt):
     return int(4000 + 2.5e-3 * s["samples"] * s["L"] ** 2 * s["layers"])
 
 
+def benchmark_args(wildcards=None):
+    """Command-line options of `vitnqs benchmark` from the preset's `benchmark` section."""
+    bench = PRESET["benchmark"]
+    args = [
+        "--L " + " ".join(map(str, bench["L"])),
+        f"--samples {bench['samples']} --steps {bench['steps']}",
+        f"--max-minutes {bench['max_minutes']}",
+    ]
+    if bench["chunk_size"] is not None:
+        args.append(f"--chunk-size {bench['chunk_size']}")
+    if "sr_modes" in bench:
+        args.append("--sr-modes " + " ".join(bench["sr_modes"]))
+    args += [f"--{key} {value}" for key, value in bench.get("model", {}).items()]
+    return " ".join(args)
+
+
 # Code of the section 4.3 construction and of Figure 5, so editing it redraws Figure 5.
 SHASTRY_SUTHERLAND_CODE = [
     str(Path(vitnqs.plots.__file__).parent / name)
