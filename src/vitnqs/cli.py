@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitnqs.models import ATTENTIONS
+from vitnqs import devices
+from vitnqs.devices import DEVICES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -15,6 +16,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    from vitnqs.models import ATTENTIONS
     from vitnqs.optimize import RunConfig
 
     defaults = RunConfig(attention="factored", L=6, J2=0.0, layers=4)
@@ -56,15 +58,49 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="steps between checkpoints (default: ~5 min)",
     )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: "
+        "what JAX finds, but refuse a SLURM GPU allocation that JAX cannot use (%(default)s)",
+    )
+    p.add_argument(
+        "--n-devices",
+        type=int,
+        default=1,
+        help="devices to shard the samples over: the GPUs of the job, or with --device cpu "
+        "virtual CPU devices (%(default)s)",
+    )
     p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_optimize)
 
 
+def _configure_devices(argv: list[str]) -> None:
+    """Apply ``optimize``'s --device and --n-devices before anything imports NetKet.
+
+    NetKet starts JAX's backends when imported (building the parser imports it), after
+    which the platform and the number of CPU devices are fixed. Bad values are left for
+    the real parser to report.
+    """
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--device", default="auto")
+    early.add_argument("--n-devices", type=int, default=1)
+    try:
+        known, _ = early.parse_known_args(argv)
+        devices.configure(known.device, max(known.n_devices, 1))
+    except (SystemExit, ValueError):
+        return
+
+
 def _optimize(args: argparse.Namespace) -> int:
+    from vitnqs.checkpoint import RunDirBusy
     from vitnqs.optimize import (
         EXIT_BAD_INPUT,
+        EXIT_BAD_SETUP,
+        EXIT_BUSY,
         EXIT_DIVERGED,
         EXIT_INTERRUPTED,
         ConfigError,
@@ -94,12 +130,20 @@ def _optimize(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
         reference_file=None if args.reference is None else Path(args.reference),
+        device=args.device,
+        n_devices=args.n_devices,
     )
     try:
         optimize(config, args.out, options)
     except ConfigError as error:
         print(f"vitnqs optimize: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except devices.DeviceError as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    except RunDirBusy as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except Interrupted as error:
         print(f"[vitnqs] {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -295,5 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["optimize"]:
+        _configure_devices(argv[1:])
     args = build_parser().parse_args(argv)
     return args.handler(args)

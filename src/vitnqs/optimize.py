@@ -9,9 +9,10 @@
   RNG, optimizer state, step counter and history, for resuming.
 
 Re-running with the same directory resumes from the last good checkpoint; a finished
-run is a no-op. SIGTERM, SIGURG (the SLURM warning signal of ``slurm/config.yaml``),
+run is a no-op. SIGTERM, SIGURG (the SLURM warning signal, see ``workflow/rules/common.smk``),
 SIGUSR1 and SIGINT write a checkpoint at the next step boundary and exit with
-:data:`EXIT_INTERRUPTED`.
+:data:`EXIT_INTERRUPTED`. One process at a time works in a directory: it holds
+``run.lock`` (:func:`vitnqs.checkpoint.lock_run_dir`) and a second one stops at once.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import optax
 from netket.callbacks import AbstractCallback
 from netket.utils import struct
 
-from vitnqs import checkpoint
+from vitnqs import checkpoint, devices
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
 from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
@@ -48,6 +49,11 @@ EXIT_DIVERGED = 3
 """Exit code when the energy or the parameters stop being finite."""
 EXIT_INTERRUPTED = 75
 """Exit code after a signal: a checkpoint was written, rerun the command to resume."""
+EXIT_BAD_SETUP = 78
+"""Exit code when the machine cannot run the run as asked (e.g. ``--device gpu`` without a
+usable GPU; sysexits' EX_CONFIG); nothing was written."""
+EXIT_BUSY = 73
+"""Exit code when another process holds the run directory's lock; nothing was touched."""
 
 HISTORY_COLUMNS = (
     "step",
@@ -150,15 +156,46 @@ class RunOptions:
     """NetKet's lazy NTK instead of the explicit Jacobian (benchmarks/step_time.py)."""
     reference_file: Path | None = None
     """JSON written by ``vitnqs reference``; ``None`` computes the reference here."""
+    device: str = "auto"
+    """``gpu``, ``cpu`` or ``auto``: see :data:`vitnqs.devices.DEVICES`."""
+    n_devices: int = 1
+    """Devices NetKet shards the samples over (the workflow's ``gpus_per_run``)."""
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid option."""
+    def validate(self, config: RunConfig | None = None) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option.
+
+        Args:
+            config: if given, also check that its samples split evenly over the devices
+                and into chunks (NetKet shards the chains over the devices, then chunks
+                each device's samples).
+
+        """
         for name, value in (
             ("chunk-size", self.chunk_size),
             ("checkpoint-every", self.checkpoint_every),
+            ("n-devices", self.n_devices),
         ):
-            if value is not None and value < 1:
+            if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"--{name}: must be a positive integer (got {value!r})")
+        if self.device not in devices.DEVICES:
+            raise ConfigError(
+                f"--device: must be one of {', '.join(devices.DEVICES)} (got {self.device!r})"
+            )
+        if config is None:
+            return
+        if config.samples % self.n_devices:
+            raise ConfigError(
+                f"--samples/--n-devices: {config.samples} samples do not split evenly over "
+                f"{self.n_devices} devices (gpus_per_run); use a multiple of {self.n_devices}"
+            )
+        per_device = config.samples // self.n_devices
+        if self.chunk_size is not None and self.chunk_size < per_device:
+            if per_device % self.chunk_size:
+                raise ConfigError(
+                    f"--chunk-size: {self.chunk_size} does not divide the {per_device} "
+                    f"samples per device ({config.samples} samples over {self.n_devices} "
+                    "device(s)); use a divisor of it"
+                )
 
 
 def lr_schedule(config: RunConfig) -> optax.Schedule:
@@ -421,6 +458,16 @@ def _final_evaluation(driver, config: RunConfig) -> tuple[float, float, float, i
     return (*_per_site(vstate.expect(driver._ham), config.n_sites), int(vstate.n_samples))
 
 
+def _peak_device_memory(used: list[Any]) -> int | None:
+    """Largest peak of bytes in use on one device, from JAX's allocator (``None`` on CPU).
+
+    Not nvidia-smi: it shows the memory JAX preallocates, not what the run needed.
+    """
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in used]
+    peaks = [int(p) for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
 def _reference(config: RunConfig, path: Path | None) -> Reference | None:
     """The reference energy from ``path`` (checked to match the run) or computed now."""
     if path is None:
@@ -451,22 +498,41 @@ def optimize(
 
     Raises:
         ConfigError: invalid options, or ``out`` holds a run with other settings.
+        DeviceError: JAX cannot run on the devices asked for (before anything is written).
+        RunDirBusy: another process works in ``out`` (nothing is touched).
         Interrupted: a signal stopped the run after writing a checkpoint.
         Diverged: the energy or parameters became non-finite.
 
     """
     options = options or RunOptions()
     config.validate()
-    options.validate()
+    options.validate(config)
     out = Path(out)
+    finished = _finished(config, out)
+    if finished is not None:
+        return finished
+    used = devices.require_device(options.device, options.n_devices)
+    print(f"[vitnqs] {devices.describe(used, options.device)}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        _check_same_run(config, summary["config"], summary_path)
-        print(f"[vitnqs] {out} already holds the finished run; nothing to do", file=sys.stderr)
-        return summary
+    with checkpoint.lock_run_dir(out):
+        # another process may have finished the run while this one waited to start
+        return _finished(config, out) or _optimize(config, out, options, used)
 
+
+def _finished(config: RunConfig, out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` (checked to be this run), else ``None``."""
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    _check_same_run(config, summary["config"], summary_path)
+    print(f"[vitnqs] {out} already holds the finished run; nothing to do", file=sys.stderr)
+    return summary
+
+
+def _optimize(config: RunConfig, out: Path, options: RunOptions, used: list[Any]) -> dict[str, Any]:
+    """:func:`optimize` once the devices are checked and the directory is locked."""
+    summary_path = out / "summary.json"
     run = _Run(config, options, out)
     run.reference = _reference(config, options.reference_file)
     if run.reference is None:
@@ -501,6 +567,10 @@ def optimize(
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
 
+    # All outputs again, in full: Snakemake deletes the outputs of a job that fails, also
+    # of one that a second driver started on this directory while this run held the lock.
+    checkpoint.write_atomic(out / "init_params.msgpack", init_params)
+    _append_history(out / "history.csv", run.history, rewrite=True)
     checkpoint.write_atomic(
         out / "params.msgpack", flax.serialization.to_bytes(driver.state.parameters)
     )
@@ -508,7 +578,12 @@ def optimize(
     step_times = [row["time_s"] for row in run.history[1:]]  # step 0 includes compilation
     summary = {
         "config": dataclasses.asdict(config),
-        "options": {"chunk_size": options.chunk_size, "checkpoint_every": options.checkpoint_every},
+        "options": {
+            "chunk_size": options.chunk_size,
+            "checkpoint_every": options.checkpoint_every,
+            "device": options.device,
+            "n_devices": options.n_devices,
+        },
         "n_parameters": int(driver.state.n_parameters),
         "sr": "kernel (NTK, M < P)" if driver.use_ntk else "QGT (M >= P)",
         "energy": energy,
@@ -526,8 +601,10 @@ def optimize(
         "median_step_time_s": statistics.median(step_times) if step_times else None,
         "total_time_s": run.elapsed(),
         "versions": _versions(),
-        "device": str(jax.devices()[0]),
-        "device_platform": jax.devices()[0].platform,
+        "device": str(used[0]),
+        "device_platform": used[0].platform,
+        "devices": [str(d) for d in used],
+        "peak_device_memory_bytes": _peak_device_memory(used),
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
@@ -545,6 +622,8 @@ __all__ = [
     "ConfigError",
     "Diverged",
     "EXIT_BAD_INPUT",
+    "EXIT_BAD_SETUP",
+    "EXIT_BUSY",
     "EXIT_DIVERGED",
     "EXIT_INTERRUPTED",
     "Interrupted",
