@@ -187,15 +187,49 @@ def test_report(smoke):
     assert (smoke / "report.html").stat().st_size > 10_000
 
 
-def test_conda_envs_match_the_lock_file():
-    lock = dict(
-        line.split("==")
-        for line in (ROOT / "requirements.lock").read_text().splitlines()
-        if "==" in line
+def _lock(name: str) -> dict[str, str]:
+    return dict(line.split("==") for line in (ROOT / name).read_text().splitlines() if "==" in line)
+
+
+CUDA_PACKAGES = re.compile(r"^(jax-cuda\d+-|nvidia-)")
+
+
+@pytest.mark.parametrize(
+    ("env", "lock"),
+    [("vitnqs-cpu", "requirements.lock"), ("vitnqs-cuda", "requirements-cuda.lock")],
+)
+def test_conda_envs_match_the_lock_files(env, lock):
+    pins = _lock(lock)
+    spec = yaml.safe_load((ROOT / f"envs/{env}.yaml").read_text())
+    env_pins = dict(
+        pin.split("==")
+        for pin in next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
     )
-    for env in ("vitnqs-cpu", "vitnqs-cuda"):
-        spec = yaml.safe_load((ROOT / f"envs/{env}.yaml").read_text())
-        pins = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
-        for pin in pins:
-            name, version = pin.split("==")
-            assert lock[re.sub(r"\[.*\]", "", name)] == version, pin
+    for name, version in env_pins.items():
+        assert pins[re.sub(r"\[.*\]", "", name)] == version, (name, version)
+    # the CUDA environment has every CUDA package of its lock, the CPU one none
+    cuda = {n for n in pins if CUDA_PACKAGES.match(n)}
+    assert cuda <= set(env_pins) and (env == "vitnqs-cuda") == bool(cuda)
+
+
+def test_cuda_extra_pins_the_locked_jax():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'^cuda = \["jax\[cuda12\]==([\d.]+)"\]', pyproject, flags=re.M)
+    cpu, cuda = _lock("requirements.lock"), _lock("requirements-cuda.lock")
+    assert pin == cpu["jax"] == cuda["jax"] == cuda["jaxlib"] == cuda["jax-cuda12-plugin"]
+    # the same versions of everything else: one workflow, two builds of jax
+    assert {n: v for n, v in cuda.items() if not CUDA_PACKAGES.match(n)} == cpu
+
+
+def test_cuda_lock_resolves_against_the_package_index():
+    """The CUDA lock resolved by uv against PyPI: every pin exists, none conflicts, none is
+    missing (a wrong pin fails here, not on a cluster)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "uv"), "pip", "compile", "requirements-cuda.lock",
+         "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28",
+         "--no-header", "--no-annotate", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    resolved = dict(line.split("==") for line in done.stdout.splitlines() if "==" in line)
+    assert resolved == _lock("requirements-cuda.lock")

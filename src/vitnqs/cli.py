@@ -72,6 +72,12 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         help="devices to shard the samples over: the GPUs of the job, or with --device cpu "
         "virtual CPU devices (%(default)s)",
     )
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=None,
+        help="memory of one GPU: refuse a run whose estimate exceeds it (default: no check)",
+    )
     p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
@@ -132,6 +138,7 @@ def _optimize(args: argparse.Namespace) -> int:
         reference_file=None if args.reference is None else Path(args.reference),
         device=args.device,
         n_devices=args.n_devices,
+        gpu_memory_gb=args.gpu_memory_gb,
     )
     try:
         optimize(config, args.out, options)

@@ -37,7 +37,7 @@ import optax
 from netket.callbacks import AbstractCallback
 from netket.utils import struct
 
-from vitnqs import checkpoint, devices
+from vitnqs import checkpoint, devices, resources
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
 from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
@@ -160,6 +160,13 @@ class RunOptions:
     """``gpu``, ``cpu`` or ``auto``: see :data:`vitnqs.devices.DEVICES`."""
     n_devices: int = 1
     """Devices NetKet shards the samples over (the workflow's ``gpus_per_run``)."""
+    gpu_memory_gb: float | None = None
+    """Memory of one GPU; a run whose estimate exceeds it is refused before it starts."""
+
+    @property
+    def sr_mode(self) -> str:
+        """How SR holds the Jacobian, one of :data:`vitnqs.resources.SR_MODES`."""
+        return "onthefly" if self.ntk_on_the_fly else "explicit"
 
     def validate(self, config: RunConfig | None = None) -> None:
         """Raise :class:`ConfigError` naming the first invalid option.
@@ -181,6 +188,8 @@ class RunOptions:
             raise ConfigError(
                 f"--device: must be one of {', '.join(devices.DEVICES)} (got {self.device!r})"
             )
+        if self.gpu_memory_gb is not None and not self.gpu_memory_gb > 0:
+            raise ConfigError(f"--gpu-memory-gb: must be > 0 (got {self.gpu_memory_gb!r})")
         if config is None:
             return
         if config.samples % self.n_devices:
@@ -513,10 +522,30 @@ def optimize(
         return finished
     used = devices.require_device(options.device, options.n_devices)
     print(f"[vitnqs] {devices.describe(used, options.device)}", file=sys.stderr)
+    memory = check_memory(config, options)
+    print(f"[vitnqs] memory estimate ({options.sr_mode} SR): {memory.describe()}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     with checkpoint.lock_run_dir(out):
         # another process may have finished the run while this one waited to start
         return _finished(config, out) or _optimize(config, out, options, used)
+
+
+def check_memory(config: RunConfig, options: RunOptions) -> resources.MemoryEstimate:
+    """The run's memory estimate per device, checked against ``options.gpu_memory_gb``.
+
+    Raises:
+        DeviceError: the estimate exceeds the declared GPU memory (with the numbers).
+
+    """
+    memory = resources.run_memory(config, options.chunk_size, options.sr_mode, options.n_devices)
+    limit = options.gpu_memory_gb
+    if limit is not None and memory.total > limit * 1e9:
+        raise devices.DeviceError(
+            f"--gpu-memory-gb: the run needs about {memory.describe()}, more than the "
+            f"{limit:g} GB of one GPU; lower --chunk-size or --samples, use more GPUs "
+            "(gpus_per_run), or NetKet's on-the-fly SR"
+        )
+    return memory
 
 
 def _finished(config: RunConfig, out: Path) -> dict[str, Any] | None:
@@ -605,6 +634,9 @@ def _optimize(config: RunConfig, out: Path, options: RunOptions, used: list[Any]
         "device_platform": used[0].platform,
         "devices": [str(d) for d in used],
         "peak_device_memory_bytes": _peak_device_memory(used),
+        "memory_estimate_bytes": resources.run_memory(
+            config, options.chunk_size, options.sr_mode, options.n_devices
+        ).total,
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }

@@ -1,0 +1,51 @@
+"""Memory estimate of a run: the formula's parts by hand, the parameter count, the refusal."""
+
+import pytest
+
+from vitnqs import devices
+from vitnqs.optimize import RunConfig, RunOptions, optimize
+from vitnqs.physics import j1j2_hamiltonian
+from vitnqs.resources import memory_estimate, n_connected, n_parameters, run_memory
+
+
+def test_explicit_and_on_the_fly_parts_by_hand():
+    # the paper's L = 6 T5 run: M = 6000, P = 184,260 (issue 9: the Jacobian alone is
+    # 2 x 6000 x 184,260 x 8 B = 17.7 GB, held twice)
+    explicit = memory_estimate(6000, 184_260, 512, "explicit", n_conn=145, n_patches=9, d=60,
+                               heads=10)  # fmt: skip
+    assert explicit.jacobian == 2 * (2 * 6000 * 184_260 * 8)
+    assert explicit.jacobian / 2 == pytest.approx(17.69e9, rel=1e-3)
+    assert explicit.kernel == 12_000**2 * 8
+    assert explicit.activations == 512 * 145 * 9 * (4 * 60 + 10 * 9) * 8
+    lazy = memory_estimate(6000, 184_260, 512, "onthefly", n_conn=145, n_patches=9, d=60,
+                           heads=10)  # fmt: skip
+    assert lazy.jacobian == 2 * 512 * 184_260 * 8
+    assert (lazy.kernel, lazy.activations) == (explicit.kernel, explicit.activations)
+    assert lazy.total < explicit.total
+    # two devices: each holds half the Jacobian, the whole kernel
+    halves = memory_estimate(6000, 184_260, 512, "explicit", n_devices=2)
+    assert halves.jacobian == explicit.jacobian / 2 and halves.kernel == explicit.kernel
+    with pytest.raises(ValueError, match="sr_mode: must be one of explicit, onthefly"):
+        memory_estimate(10, 10, None, "lazy")
+
+
+def test_parameter_count_and_connections():
+    assert n_parameters("t5", 6, 4, 60, 10, 2) == 184_260  # issue 9's number for L = 6
+    assert n_parameters("factored", 4, 1, 8, 2, 2) == 968  # test_optimize's tiny run
+    for L, J2 in ((4, 0.0), (4, 0.5), (6, 0.5)):
+        assert n_connected(L, J2) == j1j2_hamiltonian(L, J2).max_conn_size
+
+
+def test_estimate_matches_the_measured_cpu_peaks():
+    # README: L = 6, d 60, 4 layers, M = 1024, chunk 256 on 2 CPU cores, peak RSS
+    # 6.8 GB (Factored) and 7.9 GB (T5)
+    for attention, measured in (("factored", 6.8e9), ("t5", 7.9e9)):
+        config = RunConfig(attention, 6, 0.5, 4, samples=1024)
+        assert run_memory(config, 256, "explicit", 1).total == pytest.approx(measured, rel=0.1)
+
+
+def test_a_run_larger_than_the_declared_gpu_memory_is_refused(tmp_path):
+    config = RunConfig("factored", 4, 0.0, 1, d=8, heads=2, samples=32, steps=2)
+    with pytest.raises(devices.DeviceError, match=r"--gpu-memory-gb: the run needs about 1\.0 GB"):
+        optimize(config, tmp_path / "run", RunOptions(gpu_memory_gb=0.5))
+    assert not (tmp_path / "run").exists()
