@@ -84,21 +84,36 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_optimize)
 
 
-def _configure_devices(argv: list[str]) -> None:
+def _configure_devices(argv: list[str]) -> int | None:
     """Apply ``optimize``'s --device and --n-devices before anything imports NetKet.
 
     NetKet starts JAX's backends when imported (building the parser imports it), after
-    which the platform and the number of CPU devices are fixed. Bad values are left for
-    the real parser to report.
+    which the platform and the number of CPU devices are fixed. The device guard runs
+    here too, so that a refused run stops within seconds (a finished run, which needs no
+    device, is left to :func:`vitnqs.optimize.optimize`). Bad values are left for the real
+    parser to report.
+
+    Returns:
+        The exit code of a refused run, else ``None``.
+
     """
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--device", default="auto")
     early.add_argument("--n-devices", type=int, default=1)
+    early.add_argument("--out")
     try:
         known, _ = early.parse_known_args(argv)
         devices.configure(known.device, max(known.n_devices, 1))
     except (SystemExit, ValueError):
-        return
+        return None
+    if known.out is None or (Path(known.out) / "summary.json").exists():
+        return None
+    try:
+        devices.require_device(known.device, max(known.n_devices, 1))
+    except devices.DeviceError as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return devices.EXIT_BAD_SETUP
+    return None
 
 
 def _optimize(args: argparse.Namespace) -> int:
@@ -348,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["optimize"]:
-        _configure_devices(argv[1:])
+        refused = _configure_devices(argv[1:])
+        if refused is not None:
+            return refused
     args = build_parser().parse_args(argv)
     return args.handler(args)

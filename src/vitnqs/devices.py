@@ -18,6 +18,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+EXIT_BAD_SETUP = 78
+"""Exit code when the machine cannot run the run as asked (e.g. ``--device gpu`` without a
+usable GPU, or too little GPU memory; sysexits' EX_CONFIG); nothing was written."""
+
 DEVICES = ("gpu", "cpu", "auto")
 """Allowed device settings: ``gpu`` requires a GPU backend, ``cpu`` runs on the CPU even
 where GPUs are allocated, ``auto`` takes what JAX finds but refuses a GPU allocation that

@@ -49,9 +49,9 @@ EXIT_DIVERGED = 3
 """Exit code when the energy or the parameters stop being finite."""
 EXIT_INTERRUPTED = 75
 """Exit code after a signal: a checkpoint was written, rerun the command to resume."""
-EXIT_BAD_SETUP = 78
+EXIT_BAD_SETUP = devices.EXIT_BAD_SETUP
 """Exit code when the machine cannot run the run as asked (e.g. ``--device gpu`` without a
-usable GPU; sysexits' EX_CONFIG); nothing was written."""
+usable GPU, or too little GPU memory; sysexits' EX_CONFIG); nothing was written."""
 EXIT_BUSY = 73
 """Exit code when another process holds the run directory's lock; nothing was touched."""
 
