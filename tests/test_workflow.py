@@ -55,6 +55,8 @@ def test_shipped_config_is_valid_and_shares_runs():
         ({"presets.quick.hyperparameters.steps": -5}, "-5 is less than the minimum of 1"),
         ({"preset": "huge"}, "'huge' is not one of ['paper', 'quick', 'smoke']"),
         ({"presets.quick.sweeps.fig4.J2": [-0.5]}, "-0.5 is less than the minimum of 0"),
+        ({"presets.quick.device": "tpu"}, "'tpu' is not one of ['gpu', 'cpu', 'auto']"),
+        ({"gpus_per_run": 0}, "0 is less than the minimum of 1"),
     ],
 )
 def test_schema_rejects_bad_configs(edits, message):
@@ -70,6 +72,27 @@ def test_cross_field_rules_name_the_field():
         runs_table(_config(**{"presets.quick.sweeps.fig3.L": [4, 5]}))
     with pytest.raises(ConfigError, match=r"presets.quick.sweeps.fig2: d/heads: d=16 is not"):
         runs_table(_config(**{"presets.quick.sweeps.fig2.hyperparameters": {"heads": 3}}))
+
+
+def test_gpus_and_gpu_memory_are_checked_before_anything_runs():
+    with pytest.raises(
+        ConfigError,
+        match=r"presets.quick.sweeps.fig2: samples/gpus_per_run: 256 samples do not split "
+        r"evenly over 3 devices",
+    ):
+        runs_table(_config(gpus_per_run=3))
+    with pytest.raises(
+        ConfigError, match=r"presets.quick.sweeps.fig2: chunk_size: 96 does not divide the 128"
+    ):
+        runs_table(_config(**{"gpus_per_run": 2, "presets.quick.chunk_size": 96}))
+    runs_table(_config(gpus_per_run=4))  # 64 samples per GPU, in one chunk: fine
+    with pytest.raises(
+        ConfigError,
+        match=r"presets.paper.sweeps.fig2: gpu_memory_gb: the run needs about 38.4 GB per device "
+        r"\(Jacobian 35.38",
+    ):
+        runs_table(_config(preset="paper", gpu_memory_gb=24))
+    runs_table(_config(preset="paper", gpu_memory_gb=80))  # an 80 GB GPU fits every run
 
 
 def _snakemake(workdir, *args, timeout=900):

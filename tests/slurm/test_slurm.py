@@ -11,15 +11,14 @@ preset, on the CPU) and the site values (partitions, time cap: see `_site_args`)
   (a run directory holding another run's checkpoint) completes everything that does not
   depend on it and names the failed job's log; without that sweep the pipeline completes;
   `sacct` shows every optimization as its own job with one GPU.
-- `test_device_guard_fails_every_attempt_fast`: a run that requires a GPU, on a node whose
-  JAX has none, fails each attempt within a minute; Snakemake's report shows why.
+- `test_device_guard_fails_every_attempt_fast`: a run that requires 2 GPUs, on a node whose
+  JAX has none, is one job with 2 GPUs per attempt and fails each within a minute;
+  Snakemake's report shows why. (Sharding over 2 devices: tests/test_devices.py.)
 - `test_time_cap_spreads_a_run_over_jobs`: a run whose estimate exceeds a 2-minute cap
   goes on over at least 3 jobs, each stopped by SLURM's warning with a checkpoint, each
   resumed further by the next; the history equals an uninterrupted local run's.
 - `test_preempted_run_finishes_unattended`: a higher-priority job takes the run's GPU; the
   run checkpoints on SLURM's SIGTERM and Snakemake completes it without a person.
-- `test_two_gpus_per_run`: `gpus_per_run: 2` is one job holding 2 GPUs; the run shards over
-  2 (virtual CPU) devices.
 
 Timings are printed (`pytest -s tests/slurm`).
 """
@@ -57,8 +56,8 @@ SMOKE = CONFIG["presets"]["smoke"]
 # Steps of the preempted run: 0.03 s each on this machine when idle, 0.16 s under load,
 # so 90-480 s of stepping: it is still running when the preemption comes.
 PREEMPTED_STEPS = 3000
-# The time-cap test: each job may run 2 minutes; SLURM warns a quarter of that, 30 s,
-# before the limit, and acts every 30 s: the warning comes 90-120 s into the job.
+# The time-cap test: each job may run 2 minutes; SLURM warns 60 s before the limit (the
+# workflow's minimum) and acts every 30 s: the warning comes 60-90 s into the job.
 CAP_MINUTES = 2
 SACCT_FIELDS = "JobID,JobName,State,ExitCode,Elapsed,Timelimit,AllocTRES,Comment"
 
@@ -403,7 +402,7 @@ def _elapsed_s(value: str) -> int:
 
 def test_device_guard_fails_every_attempt_fast(cluster, copy_workflow, tmp_path):
     work = copy_workflow(tmp_path / "guard")
-    run, _ = _one_run_config(work, "guard", device="gpu", steps=5)
+    run, _ = _one_run_config(work, "guard", top={"gpus_per_run": 2}, device="gpu", steps=5)
     started = time.monotonic()
     done, took = _run_profile(
         work, [f"results/runs/{run}/summary.json"], "--configfile", "guard.yaml",
@@ -418,7 +417,8 @@ def test_device_guard_fails_every_attempt_fast(cluster, copy_workflow, tmp_path)
     rows = _sacct_final(list(jobs))
     _print_sacct("[slurm] sacct rows of the guarded run:", list(jobs))
     assert len(rows) == 3, rows  # 1 + 2 retries (no time cap needs more)
-    assert all(r["State"] == "FAILED" and "gres/gpu=1" in r["AllocTRES"] for r in rows), rows
+    # gpus_per_run: 2 is one job holding both GPUs
+    assert all(r["State"] == "FAILED" and "gres/gpu=2" in r["AllocTRES"] for r in rows), rows
     assert all(_elapsed_s(r["Elapsed"]) < 60 for r in rows), rows
     assert not (work / f"results/runs/{run}").exists()  # stopped before writing anything
     print(
@@ -447,10 +447,10 @@ def test_time_cap_spreads_a_run_over_jobs(cluster, copy_workflow, tmp_path):
     work = copy_workflow(tmp_path / "cap")
     reference = _write_reference(work)
     _, probe = _one_run_config(work, "capped")
-    # steps for 2.5 x the longest stepping one job allows (110 s: warned at most 120 s in,
-    # after 10 s or more of start-up), so that no 2 jobs can finish it
+    # steps for 2.2 x the longest stepping one job allows (75 s: warned at most 90 s in,
+    # after 15 s or more of start-up), so that no 2 jobs can finish it
     step = _step_time(tmp_path, reference, probe)
-    steps = math.ceil(2.5 * 110 / step)
+    steps = math.ceil(2.2 * 75 / step)
     run, settings = _one_run_config(work, "capped", steps=steps)
     local = _local_run(settings, reference, tmp_path / "local", threads=SMOKE["threads"])
 
@@ -571,26 +571,3 @@ def test_preempted_run_finishes_unattended(cluster, copy_workflow, tmp_path):
     assert rows[max(jobs, key=int)]["State"] == "COMPLETED", rows
     assert [int(r["step"]) for r in _history_rows(history)] == list(range(PREEMPTED_STEPS))
     print(f"[slurm] resumed at step {resumed.group(1)}/{PREEMPTED_STEPS}")
-
-
-# -- several GPUs per run --------------------------------------------------------------------
-
-
-def test_two_gpus_per_run(cluster, copy_workflow, tmp_path):
-    work = copy_workflow(tmp_path / "two")
-    run, _ = _one_run_config(work, "two", top={"gpus_per_run": 2}, steps=5)
-    done, took = _run_profile(
-        work, [f"results/runs/{run}/summary.json"], "--configfile", "two.yaml",
-        "--config", "preset=smoke", timeout=600,
-    )  # fmt: skip
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, _tail(output)
-    jobs = _optimize_jobs(output)
-    (row,) = _sacct_final(list(jobs))
-    _print_sacct("[slurm] sacct rows of the 2-GPU run:", list(jobs))
-    assert row["State"] == "COMPLETED" and "gres/gpu=2" in row["AllocTRES"], row
-    summary = json.loads((work / f"results/runs/{run}/summary.json").read_text())
-    assert summary["devices"] == ["cpu:0", "cpu:1"] and summary["options"]["n_devices"] == 2
-    log = (work / f"results/logs/optimize/{run}.log").read_text()
-    assert "running on 2 cpu device(s)" in log and "stay unused (--device cpu)" in log
-    print(f"\n[slurm] 2-GPU run: one job, {row['AllocTRES']}, {took:.0f} s")

@@ -102,9 +102,9 @@ def site_resource(name, default=None):
 
 
 MAX_RUNTIME = site_resource("max_runtime")  # None: no cap (local runs)
-if MAX_RUNTIME is not None and not (isinstance(MAX_RUNTIME, int) and MAX_RUNTIME > 0):
+if MAX_RUNTIME is not None and not (isinstance(MAX_RUNTIME, int) and MAX_RUNTIME >= 2):
     raise WorkflowError(
-        f"default-resources: max_runtime must be a positive number of minutes "
+        f"default-resources: max_runtime must be a number of minutes >= 2 "
         f"(the GPU partition's MaxTime), got {MAX_RUNTIME!r}"
     )
 GPU_PARTITION = site_resource("gpu_partition")
@@ -140,13 +140,15 @@ def optimize_retries():
 
 
 # SLURM's warning before the time limit (the run checkpoints and exits 75): a quarter
-# of the job's time, at most 5 minutes, so that it fits a short cap too (slurmctld sends
-# it up to 30 s late). SIGURG, not SIGUSR1, and no "B:": SLURM signals every process of
-# the job step, the Snakemake process that runs the rule and its shell too; they ignore
-# SIGURG (by default) but die from SIGUSR1, which kills the run before it checkpoints.
-# With "B:" only the batch shell gets it, dies, and the job ends at once.
+# of the job's time, at least 1 and at most 5 minutes, so that it fits a short cap too.
+# slurmctld acts on time limits every 30 s: the warning comes up to 30 s late, and the
+# job ends at the first check after the limit, so a 60 s warning leaves 60 s to finish.
+# SIGURG, not SIGUSR1, and no "B:": SLURM signals every process of the job step, the
+# Snakemake process that runs the rule and its shell too; they ignore SIGURG (by
+# default) but die from SIGUSR1, which kills the run before it checkpoints. With "B:"
+# only the batch shell gets it, dies, and the job ends at once.
 def slurm_warning(wildcards, attempt):
-    seconds = min(300, 60 * runtime_minutes(wildcards, attempt) // 4)
+    seconds = min(300, max(60, 60 * runtime_minutes(wildcards, attempt) // 4))
     return f"--signal=URG@{seconds}"
 
 
