@@ -125,6 +125,34 @@ def test_bad_config_fails_the_dry_run_with_the_field_name(tmp_path):
     assert message in done.stdout + done.stderr
 
 
+def test_site_resources_shape_the_cluster_requests(tmp_path):
+    """A dry run with a site's default-resources: GPU partition and model for the
+    optimizations only, time requests capped, the warning inside the cap."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    site = ["slurm_partition=cpu", "gpu_partition=gpu", "gpu_type=a100", "max_runtime=600"]
+    done = _snakemake(tmp_path, "-n", "all", "--config", "preset=paper", "--default-resources",
+                      *site)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):.*?^    resources: (.*?)$", done.stdout, flags=re.M | re.S)
+    optimize = [dict(kv.split("=", 1) for kv in r.split(", ")) for rule, r in jobs
+                if rule == "optimize"]  # fmt: skip
+    assert len(optimize) == 18
+    for r in optimize:
+        assert (r["slurm_partition"], r["gpu_model"], r["gpu"]) == ("gpu", "a100", "1"), r
+        # the SR Jacobian alone: 2 copies of 2 x 6000 x P floats, P > 40,000 (1 layer)
+        assert int(r["runtime"]) <= 600 and int(r["mem_mb"]) > 2 * 2 * 6000 * 40_000 * 8 / 1e6, r
+    # L = 10, 4 layers: 28 h on an A100 in the paper, so the estimate hits the cap
+    assert {r["runtime"] for r in optimize} >= {"600", "234"}
+    assert {r["slurm_extra"] for r in optimize} == {"--signal=URG@300"}
+    maps = [dict(kv.split("=", 1) for kv in r.split(", ")) for rule, r in jobs
+            if rule == "attention_maps"]  # fmt: skip
+    assert maps and all(r["slurm_partition"] == "cpu" for r in maps), maps
+    assert not any("gpu" in r or "gpu_model" in r for r in maps), maps
+    done = _snakemake(tmp_path, "-n", "all", "--default-resources", "max_runtime=1")
+    assert done.returncode != 0
+    assert "max_runtime must be a number of minutes >= 2" in done.stdout + done.stderr
+
+
 def _job_counts(output: str) -> dict[str, int]:
     """Rule -> count from the 'Job stats' table of a dry run."""
     table = output.split("Job stats:")[1].split("total")[0]

@@ -526,7 +526,7 @@ def optimize(
     print(f"[vitnqs] memory estimate ({options.sr_mode} SR): {memory.describe()}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     with checkpoint.lock_run_dir(out):
-        # another process may have finished the run while this one waited to start
+        # another process may have finished the run since the first look
         return _finished(config, out) or _optimize(config, out, options, used)
 
 

@@ -14,9 +14,10 @@ preset, on the CPU) and the site values (partitions, time cap: see `_site_args`)
 - `test_device_guard_fails_every_attempt_fast`: a run that requires 2 GPUs, on a node whose
   JAX has none, is one job with 2 GPUs per attempt and fails each within a minute;
   Snakemake's report shows why. (Sharding over 2 devices: tests/test_devices.py.)
-- `test_time_cap_spreads_a_run_over_jobs`: a run whose estimate exceeds a 2-minute cap
-  goes on over at least 3 jobs, each stopped by SLURM's warning with a checkpoint, each
-  resumed further by the next; the history equals an uninterrupted local run's.
+- `test_time_cap_spreads_a_run_over_jobs`: a run whose estimate exceeds a small cap (2-4
+  minutes, from how fast a run starts here) goes on over at least 3 jobs, each stopped by
+  SLURM's warning with a checkpoint, each resumed further by the next; the history
+  equals an uninterrupted local run's.
 - `test_preempted_run_finishes_unattended`: a higher-priority job takes the run's GPU; the
   run checkpoints on SLURM's SIGTERM and Snakemake completes it without a person.
 
@@ -56,9 +57,6 @@ SMOKE = CONFIG["presets"]["smoke"]
 # Steps of the preempted run: 0.03 s each on this machine when idle, 0.16 s under load,
 # so 90-480 s of stepping: it is still running when the preemption comes.
 PREEMPTED_STEPS = 3000
-# The time-cap test: each job may run 2 minutes; SLURM warns 60 s before the limit (the
-# workflow's minimum) and acts every 30 s: the warning comes 60-90 s into the job.
-CAP_MINUTES = 2
 SACCT_FIELDS = "JobID,JobName,State,ExitCode,Elapsed,Timelimit,AllocTRES,Comment"
 
 
@@ -431,13 +429,16 @@ def test_device_guard_fails_every_attempt_fast(cluster, copy_workflow, tmp_path)
 # -- a time cap: one run over several jobs ---------------------------------------------------
 
 
-def _step_time(work: Path, reference: Path, settings: dict) -> float:
-    """Median seconds per step of this run on this machine now (a short local run)."""
-    out = work / "calibration"
+def _probe(work: Path, reference: Path, settings: dict) -> tuple[float, float]:
+    """Seconds per step, and seconds of start-up (imports, compilation), of this run on
+    this machine now: a short local run."""
+    out = work / "probe"
+    started = time.monotonic()
     probe = _local_run({**settings, "steps": 60}, reference, out, threads=1)
     _, err = probe.communicate(timeout=600)
     assert probe.returncode == 0, err[-3000:]
-    return json.loads((out / "summary.json").read_text())["median_step_time_s"]
+    step = json.loads((out / "summary.json").read_text())["median_step_time_s"]
+    return step, time.monotonic() - started - 60 * step
 
 
 def test_time_cap_spreads_a_run_over_jobs(cluster, copy_workflow, tmp_path):
@@ -447,10 +448,14 @@ def test_time_cap_spreads_a_run_over_jobs(cluster, copy_workflow, tmp_path):
     work = copy_workflow(tmp_path / "cap")
     reference = _write_reference(work)
     _, probe = _one_run_config(work, "capped")
-    # steps for 2.2 x the longest stepping one job allows (75 s: warned at most 90 s in,
-    # after 15 s or more of start-up), so that no 2 jobs can finish it
-    step = _step_time(tmp_path, reference, probe)
-    steps = math.ceil(2.2 * 75 / step)
+    # The cap: 2 minutes where a job starts fast enough. SLURM warns a quarter of it
+    # before the limit, 0-30 s early: at 0.75 cap - 30 s at the earliest, which must come
+    # after the job's start-up (two Snakemake processes, then the run's own: 2.5 x this).
+    step, startup = _probe(tmp_path, reference, probe)
+    cap = max(2, math.ceil((2.5 * startup + 30) / 0.75 / 60))
+    # Steps for 2.2 x the longest stepping one job allows (warned at most 0.75 cap in,
+    # after the run's own start-up), so that no 2 jobs can finish it.
+    steps = math.ceil(2.2 * (0.75 * 60 * cap - startup) / step)
     run, settings = _one_run_config(work, "capped", steps=steps)
     local = _local_run(settings, reference, tmp_path / "local", threads=SMOKE["threads"])
 
@@ -459,21 +464,24 @@ def test_time_cap_spreads_a_run_over_jobs(cluster, copy_workflow, tmp_path):
     watcher.start()
     done, took = _run_profile(
         work, [f"results/runs/{run}/summary.json"], "--configfile", "capped.yaml",
-        "--config", "preset=smoke", timeout=1800, site={"max_runtime": CAP_MINUTES},
+        "--config", "preset=smoke", timeout=2400, site={"max_runtime": cap},
     )  # fmt: skip
     output = done.stdout + done.stderr
     watcher.stop.set()
     watcher.join()
-    local_err = local.communicate(timeout=1800)[1]
+    local_err = local.communicate(timeout=2400)[1]
     assert local.returncode == 0, local_err[-3000:]
     jobs = _optimize_jobs(output)
     rows = sorted(_sacct_final(list(jobs)), key=lambda r: int(r["JobID"]))
-    print(f"\n[slurm] {steps} steps of {step:.3f} s under a {CAP_MINUTES}-minute cap: {took:.0f} s")
+    print(
+        f"\n[slurm] {steps} steps of {step:.3f} s (start-up {startup:.0f} s) under a "
+        f"{cap}-minute cap: {took:.0f} s"
+    )
     _print_sacct("[slurm] sacct rows of the capped run:", list(jobs))
     _print_attempts(watcher.attempts)
     assert done.returncode == 0, _tail(output)
     assert len(rows) >= 3 and len(watcher.attempts) == len(rows), (rows, _tail(output))
-    assert all(r["Timelimit"] == f"00:0{CAP_MINUTES}:00" for r in rows), rows
+    assert all(r["Timelimit"] == f"00:{cap:02d}:00" for r in rows), rows
     assert all("gres/gpu=1" in r["AllocTRES"] for r in rows), rows
     assert not _in_job_restarts(work, jobs)
 

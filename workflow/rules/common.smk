@@ -140,15 +140,16 @@ def optimize_retries():
 
 
 # SLURM's warning before the time limit (the run checkpoints and exits 75): a quarter
-# of the job's time, at least 1 and at most 5 minutes, so that it fits a short cap too.
-# slurmctld acts on time limits every 30 s: the warning comes up to 30 s late, and the
-# job ends at the first check after the limit, so a 60 s warning leaves 60 s to finish.
+# of the job's time, at most 5 minutes, so that it fits a short cap too. slurmctld acts
+# on time limits every 30 s: the warning comes N to N + 30 s before the limit and the
+# job ends at the first check after it, so the run has N to N + 30 s to finish; N is at
+# least those 30 s.
 # SIGURG, not SIGUSR1, and no "B:": SLURM signals every process of the job step, the
 # Snakemake process that runs the rule and its shell too; they ignore SIGURG (by
 # default) but die from SIGUSR1, which kills the run before it checkpoints. With "B:"
 # only the batch shell gets it, dies, and the job ends at once.
 def slurm_warning(wildcards, attempt):
-    seconds = min(300, max(60, 60 * runtime_minutes(wildcards, attempt) // 4))
+    seconds = min(300, max(30, 60 * runtime_minutes(wildcards, attempt) // 4))
     return f"--signal=URG@{seconds}"
 
 
@@ -156,8 +157,12 @@ def slurm_warning(wildcards, attempt):
 # runtime) plus 20 %. On the host too: a conservative request for GPU runs.
 def mem_mb(wildcards, attempt):
     s = run_settings(wildcards)
-    config = RunConfig(**{k: getattr(s[k], "item", lambda: s[k])() for k in RUN_COLUMNS})
-    estimate = run_memory(config, OPTIONS.chunk_size, OPTIONS.sr_mode, OPTIONS.n_devices)
+    config = RunConfig(
+        **{k: getattr(s[k], "item", lambda: s[k])() for k in RUN_COLUMNS}
+    )
+    estimate = run_memory(
+        config, OPTIONS.chunk_size, OPTIONS.sr_mode, OPTIONS.n_devices
+    )
     return int(1.2 * OPTIONS.n_devices * estimate.total / 1e6)
 
 

@@ -17,11 +17,11 @@ rule optimize:
         GPU_ENV
     threads: PRESET["threads"]
     resources:
+        **GPU_SITE_RESOURCES,
         gpu=OPTIONS.n_devices,
         runtime=runtime_minutes,
         mem_mb=mem_mb,
         slurm_extra=slurm_warning,
-        **GPU_SITE_RESOURCES,
     params:
         args=optimize_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),
