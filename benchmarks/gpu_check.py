@@ -145,14 +145,16 @@ def phases(out: Path, toy: bool, deadline: float) -> None:
         common += ["--chunk-size", str(s["chunk_size"])]
     if toy:
         common += ["--d", "8", "--heads", "2", "--layers", "1", "--attention", "factored"]
-    from vitnqs.performance import choose_sr_mode
+    from vitnqs.optimize import RunConfig
+    from vitnqs.resources import run_sr_mode
 
     # the device memory from section 1: JAX in this (parent) process would take the
     # GPU's memory away from the benchmark's child processes
     env = json.loads((out / "env.json").read_text())
     memory = (env["device_memory_gb"] or 16) * 1e9
-    n_parameters = 184_900  # T5 at L = 10, the largest
-    default = choose_sr_mode(s["samples"], n_parameters, memory)
+    largest = RunConfig("t5", 4 if toy else 10, 0.5, 1 if toy else 4, d=s["d"], heads=s["heads"],
+                        samples=s["samples"])  # fmt: skip
+    default = run_sr_mode(largest, s["chunk_size"], 1, memory)
     others = [mode for mode in ("explicit", "symmetric", "onthefly") if mode != default]
     small = ["--L", "4"] if toy else ["--L", "6"]
     # most important first: the default mode at L = 6 (with the other modes on the

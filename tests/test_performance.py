@@ -11,6 +11,7 @@ import pytest
 from vitnqs import performance
 from vitnqs.models import ATTENTIONS, ViT
 from vitnqs.optimize import RunConfig, RunOptions, build_driver, optimize
+from vitnqs.resources import SR_MODES
 
 TINY = RunConfig(attention="t5", L=4, J2=0.5, layers=1, d=8, heads=2, samples=32, steps=6)
 
@@ -46,16 +47,6 @@ def test_phase_flops_kernel_counts():
     assert symmetric["kernel_solve"] == pytest.approx(0.625 * 80000 + 8000 / 3 + 4000)
     onthefly = performance.phase_flops(1.0, 10, 16, 65, 100, "onthefly")
     assert onthefly["jacobian"] == 0 and onthefly["kernel_solve"] > flops["kernel_solve"]
-
-
-def test_sr_memory_and_choice():
-    M, P = 1000, 100_000
-    jacobian, kernel = 2 * M * P * 8, (2 * M) ** 2 * 8
-    assert performance.sr_memory_bytes("explicit", M, P) == 3 * jacobian + kernel
-    assert performance.sr_memory_bytes("symmetric", M, P) == jacobian + kernel
-    assert performance.sr_memory_bytes("onthefly", M, P) == 2 * kernel
-    assert performance.choose_sr_mode(M, P, memory_bytes=10e9) == "symmetric"
-    assert performance.choose_sr_mode(M, P, memory_bytes=1e9) == "onthefly"
 
 
 def test_phases_reproduce_the_driver_update():
@@ -95,7 +86,7 @@ def test_no_recompilation_between_steps(tmp_path, caplog):
 
 def test_short_run_energies_do_not_depend_on_the_sr_mode(tmp_path):
     histories = {}
-    for mode in performance.SR_MODES:
+    for mode in SR_MODES:
         optimize(TINY, tmp_path / mode, RunOptions(sr_mode=mode, progress=False))
         histories[mode] = pd.read_csv(tmp_path / mode / "history.csv")
     for mode in ("symmetric", "onthefly"):

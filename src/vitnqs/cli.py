@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitnqs.models import ATTENTIONS
+from vitnqs import devices
+from vitnqs.devices import DEVICES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -15,8 +16,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    from vitnqs.models import ATTENTIONS
     from vitnqs.optimize import NETWORK_DTYPES, RunConfig
-    from vitnqs.performance import SR_MODES
+    from vitnqs.resources import SR_MODES
 
     defaults = RunConfig(attention="factored", L=6, J2=0.0, layers=4)
     p = sub.add_parser(
@@ -69,15 +71,70 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         choices=NETWORK_DTYPES,
         help="arithmetic of the network; kernel and solve stay float64 (%(default)s)",
     )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: "
+        "what JAX finds, but refuse a SLURM GPU allocation that JAX cannot use (%(default)s)",
+    )
+    p.add_argument(
+        "--n-devices",
+        type=int,
+        default=1,
+        help="devices to shard the samples over: the GPUs of the job, or with --device cpu "
+        "virtual CPU devices (%(default)s)",
+    )
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=None,
+        help="memory of one GPU: refuse a run whose estimate exceeds it (default: no check)",
+    )
     p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_optimize)
 
 
+def _configure_devices(argv: list[str]) -> int | None:
+    """Apply ``optimize``'s --device and --n-devices before anything imports NetKet.
+
+    NetKet starts JAX's backends when imported (building the parser imports it), after
+    which the platform and the number of CPU devices are fixed. The device guard runs
+    here too, so that a refused run stops within seconds (a finished run, which needs no
+    device, is left to :func:`vitnqs.optimize.optimize`). Bad values are left for the real
+    parser to report.
+
+    Returns:
+        The exit code of a refused run, else ``None``.
+
+    """
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--device", default="auto")
+    early.add_argument("--n-devices", type=int, default=1)
+    early.add_argument("--out")
+    try:
+        known, _ = early.parse_known_args(argv)
+        devices.configure(known.device, max(known.n_devices, 1))
+    except (SystemExit, ValueError):
+        return None
+    if known.out is None or (Path(known.out) / "summary.json").exists():
+        return None
+    try:
+        devices.require_device(known.device, max(known.n_devices, 1))
+    except devices.DeviceError as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return devices.EXIT_BAD_SETUP
+    return None
+
+
 def _optimize(args: argparse.Namespace) -> int:
+    from vitnqs.checkpoint import RunDirBusy
     from vitnqs.optimize import (
         EXIT_BAD_INPUT,
+        EXIT_BAD_SETUP,
+        EXIT_BUSY,
         EXIT_DIVERGED,
         EXIT_INTERRUPTED,
         ConfigError,
@@ -109,12 +166,21 @@ def _optimize(args: argparse.Namespace) -> int:
         sr_mode=args.sr_mode,
         network_dtype=args.network_dtype,
         reference_file=None if args.reference is None else Path(args.reference),
+        device=args.device,
+        n_devices=args.n_devices,
+        gpu_memory_gb=args.gpu_memory_gb,
     )
     try:
         optimize(config, args.out, options)
     except ConfigError as error:
         print(f"vitnqs optimize: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except devices.DeviceError as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    except RunDirBusy as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except Interrupted as error:
         print(f"[vitnqs] {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -291,8 +357,9 @@ def _concat(args: argparse.Namespace) -> int:
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from vitnqs.models import ATTENTIONS
     from vitnqs.optimize import NETWORK_DTYPES
-    from vitnqs.performance import SR_MODES
+    from vitnqs.resources import SR_MODES
 
     p = sub.add_parser(
         "benchmark",
@@ -392,5 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["optimize"]:
+        refused = _configure_devices(argv[1:])
+        if refused is not None:
+            return refused
     args = build_parser().parse_args(argv)
     return args.handler(args)

@@ -9,9 +9,10 @@
   RNG, optimizer state, step counter and history, for resuming.
 
 Re-running with the same directory resumes from the last good checkpoint; a finished
-run is a no-op. SIGTERM, SIGURG (the SLURM warning signal of ``slurm/config.yaml``),
+run is a no-op. SIGTERM, SIGURG (the SLURM warning signal, see ``workflow/rules/common.smk``),
 SIGUSR1 and SIGINT write a checkpoint at the next step boundary and exit with
-:data:`EXIT_INTERRUPTED`.
+:data:`EXIT_INTERRUPTED`. One process at a time works in a directory: it holds
+``run.lock`` (:func:`vitnqs.checkpoint.lock_run_dir`) and a second one stops at once.
 """
 
 from __future__ import annotations
@@ -37,14 +38,8 @@ import optax
 from netket.callbacks import AbstractCallback
 from netket.utils import struct
 
-from vitnqs import checkpoint
+from vitnqs import checkpoint, devices, resources
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
-from vitnqs.performance import (
-    SR_MODES,
-    available_memory_bytes,
-    choose_sr_mode,
-    sr_memory_bytes,
-)
 from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
@@ -56,6 +51,11 @@ EXIT_DIVERGED = 3
 """Exit code when the energy or the parameters stop being finite."""
 EXIT_INTERRUPTED = 75
 """Exit code after a signal: a checkpoint was written, rerun the command to resume."""
+EXIT_BAD_SETUP = devices.EXIT_BAD_SETUP
+"""Exit code when the machine cannot run the run as asked (e.g. ``--device gpu`` without a
+usable GPU, or too little GPU memory; sysexits' EX_CONFIG); nothing was written."""
+EXIT_BUSY = 73
+"""Exit code when another process holds the run directory's lock; nothing was touched."""
 
 HISTORY_COLUMNS = (
     "step",
@@ -160,31 +160,67 @@ class RunOptions:
     """Print progress on stderr."""
     sr_mode: str = "auto"
     """How the SR kernel is built: ``explicit``, ``onthefly`` (see
-    :data:`vitnqs.performance.SR_MODES`) or ``auto``
-    (:func:`vitnqs.performance.choose_sr_mode` from the samples, parameters and memory)."""
+    :data:`vitnqs.resources.SR_MODES`) or ``auto``
+    (:func:`vitnqs.resources.choose_sr_mode` from the samples, parameters and memory)."""
     network_dtype: str = "float64"
     """Arithmetic of the network (``float64`` or ``float32``); parameters, kernel and
     solve stay float64."""
     reference_file: Path | None = None
     """JSON written by ``vitnqs reference``; ``None`` computes the reference here."""
+    device: str = "auto"
+    """``gpu``, ``cpu`` or ``auto``: see :data:`vitnqs.devices.DEVICES`."""
+    n_devices: int = 1
+    """Devices NetKet shards the samples over (the workflow's ``gpus_per_run``)."""
+    gpu_memory_gb: float | None = None
+    """Memory of one GPU; a run whose estimate exceeds it is refused before it starts."""
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid option."""
+    def validate(self, config: RunConfig | None = None) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option.
+
+        Args:
+            config: if given, also check that its samples split evenly over the devices
+                and into chunks (NetKet shards the chains over the devices, then chunks
+                each device's samples).
+
+        """
         for name, value in (
             ("chunk-size", self.chunk_size),
             ("checkpoint-every", self.checkpoint_every),
+            ("n-devices", self.n_devices),
         ):
-            if value is not None and value < 1:
+            if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"--{name}: must be a positive integer (got {value!r})")
         if self.network_dtype not in NETWORK_DTYPES:
             raise ConfigError(
                 f"--network-dtype: unknown dtype {self.network_dtype!r}; "
                 f"allowed: {', '.join(NETWORK_DTYPES)}"
             )
-        if self.sr_mode not in ("auto", *SR_MODES):
+        if self.sr_mode not in ("auto", *resources.SR_MODES):
             raise ConfigError(
-                f"--sr-mode: unknown mode {self.sr_mode!r}; allowed: auto, {', '.join(SR_MODES)}"
+                f"--sr-mode: unknown mode {self.sr_mode!r}; "
+                f"allowed: auto, {', '.join(resources.SR_MODES)}"
             )
+        if self.device not in devices.DEVICES:
+            raise ConfigError(
+                f"--device: must be one of {', '.join(devices.DEVICES)} (got {self.device!r})"
+            )
+        if self.gpu_memory_gb is not None and not self.gpu_memory_gb > 0:
+            raise ConfigError(f"--gpu-memory-gb: must be > 0 (got {self.gpu_memory_gb!r})")
+        if config is None:
+            return
+        if config.samples % self.n_devices:
+            raise ConfigError(
+                f"--samples/--n-devices: {config.samples} samples do not split evenly over "
+                f"{self.n_devices} devices (gpus_per_run); use a multiple of {self.n_devices}"
+            )
+        per_device = config.samples // self.n_devices
+        if self.chunk_size is not None and self.chunk_size < per_device:
+            if per_device % self.chunk_size:
+                raise ConfigError(
+                    f"--chunk-size: {self.chunk_size} does not divide the {per_device} "
+                    f"samples per device ({config.samples} samples over {self.n_devices} "
+                    "device(s)); use a divisor of it"
+                )
 
 
 def lr_schedule(config: RunConfig) -> optax.Schedule:
@@ -212,14 +248,10 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
     use_ntk = config.samples < vstate.n_parameters  # kernel trick when M < P
     mode = options.sr_mode
     if mode == "auto":
-        mode = choose_sr_mode(config.samples, vstate.n_parameters, available_memory_bytes())
+        mode = resolve_sr_mode(config, options)
     if not use_ntk:  # NetKet's QGT form: an explicit Jacobian, no kernel
         mode = "explicit"
-    if mode == "onthefly" and options.chunk_size and config.samples % options.chunk_size:
-        raise ConfigError(
-            f"--chunk-size: the on-the-fly SR mode needs it to divide --samples "
-            f"({options.chunk_size} does not divide {config.samples})"
-        )
+
     driver_class = KernelSR if mode == "symmetric" else nk.driver.VMC_SR
     return driver_class(
         hamiltonian,
@@ -232,8 +264,20 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
     )
 
 
+def resolve_sr_mode(config: RunConfig, options: RunOptions) -> str:
+    """``options.sr_mode``, or for ``auto`` the mode chosen for the device's memory.
+
+    The memory is ``options.gpu_memory_gb`` if declared, else what JAX reports.
+    """
+    if options.sr_mode != "auto":
+        return options.sr_mode
+    memory = options.gpu_memory_gb
+    memory = resources.available_memory_bytes() if memory is None else memory * 1e9
+    return resources.run_sr_mode(config, options.chunk_size, options.n_devices, memory)
+
+
 def sr_mode_of(driver: nk.driver.VMC_SR) -> str:
-    """The SR mode (:data:`vitnqs.performance.SR_MODES`) a driver runs in."""
+    """The SR mode (:data:`vitnqs.resources.SR_MODES`) a driver runs in."""
     if driver.on_the_fly:
         return "onthefly"
     return "symmetric" if isinstance(driver, KernelSR) else "explicit"
@@ -469,6 +513,16 @@ def _final_evaluation(driver, config: RunConfig) -> tuple[float, float, float, i
     return (*_per_site(vstate.expect(driver._ham), config.n_sites), int(vstate.n_samples))
 
 
+def _peak_device_memory(used: list[Any]) -> int | None:
+    """Largest peak of bytes in use on one device, from JAX's allocator (``None`` on CPU).
+
+    Not nvidia-smi: it shows the memory JAX preallocates, not what the run needed.
+    """
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in used]
+    peaks = [int(p) for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
 def _reference(config: RunConfig, path: Path | None) -> Reference | None:
     """The reference energy from ``path`` (checked to match the run) or computed now."""
     if path is None:
@@ -499,22 +553,67 @@ def optimize(
 
     Raises:
         ConfigError: invalid options, or ``out`` holds a run with other settings.
+        DeviceError: JAX cannot run on the devices asked for (before anything is written).
+        RunDirBusy: another process works in ``out`` (nothing is touched).
         Interrupted: a signal stopped the run after writing a checkpoint.
         Diverged: the energy or parameters became non-finite.
 
     """
     options = options or RunOptions()
     config.validate()
-    options.validate()
+    options.validate(config)
     out = Path(out)
+    finished = _finished(config, out)
+    if finished is not None:
+        return finished
+    used = devices.require_device(options.device, options.n_devices)
+    print(f"[vitnqs] {devices.describe(used, options.device)}", file=sys.stderr)
+    requested = options.sr_mode
+    options = dataclasses.replace(options, sr_mode=resolve_sr_mode(config, options))
+    memory = check_memory(config, options)
+    print(
+        f"[vitnqs] SR mode {options.sr_mode} (asked: {requested}); memory estimate "
+        f"{memory.describe()}",
+        file=sys.stderr,
+    )
     out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        _check_same_run(config, summary["config"], summary_path)
-        print(f"[vitnqs] {out} already holds the finished run; nothing to do", file=sys.stderr)
-        return summary
+    with checkpoint.lock_run_dir(out):
+        # another process may have finished the run since the first look
+        return _finished(config, out) or _optimize(config, out, options, used)
 
+
+def check_memory(config: RunConfig, options: RunOptions) -> resources.MemoryEstimate:
+    """The run's memory estimate per device, checked against ``options.gpu_memory_gb``.
+
+    Raises:
+        DeviceError: the estimate exceeds the declared GPU memory (with the numbers).
+
+    """
+    memory = resources.run_memory(config, options.chunk_size, options.sr_mode, options.n_devices)
+    limit = options.gpu_memory_gb
+    if limit is not None and memory.total > limit * 1e9:
+        raise devices.DeviceError(
+            f"--gpu-memory-gb: the run needs about {memory.describe()}, more than the "
+            f"{limit:g} GB of one GPU; lower --chunk-size or --samples, use more GPUs "
+            "(gpus_per_run), or NetKet's on-the-fly SR"
+        )
+    return memory
+
+
+def _finished(config: RunConfig, out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` (checked to be this run), else ``None``."""
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    _check_same_run(config, summary["config"], summary_path)
+    print(f"[vitnqs] {out} already holds the finished run; nothing to do", file=sys.stderr)
+    return summary
+
+
+def _optimize(config: RunConfig, out: Path, options: RunOptions, used: list[Any]) -> dict[str, Any]:
+    """:func:`optimize` once the devices are checked and the directory is locked."""
+    summary_path = out / "summary.json"
     run = _Run(config, options, out)
     run.reference = _reference(config, options.reference_file)
     if run.reference is None:
@@ -524,13 +623,6 @@ def optimize(
             file=sys.stderr,
         )
     driver = build_driver(config, options)
-    mode = sr_mode_of(driver)
-    print(
-        f"[vitnqs] {driver.state.n_parameters} parameters, {config.samples} samples on "
-        f"{jax.devices()[0]}; SR mode {mode} (requested {options.sr_mode}): SR matrices "
-        f"{sr_memory_bytes(mode, config.samples, driver.state.n_parameters) / 1e9:.2f} GB",
-        file=sys.stderr,
-    )
     init_params = flax.serialization.to_bytes(driver.state.parameters)
     payload = checkpoint.load_checkpoint(out)
     if payload is not None:
@@ -556,6 +648,10 @@ def optimize(
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
 
+    # All outputs again, in full: Snakemake deletes the outputs of a job that fails, also
+    # of one that a second driver started on this directory while this run held the lock.
+    checkpoint.write_atomic(out / "init_params.msgpack", init_params)
+    _append_history(out / "history.csv", run.history, rewrite=True)
     checkpoint.write_atomic(
         out / "params.msgpack", flax.serialization.to_bytes(driver.state.parameters)
     )
@@ -567,6 +663,8 @@ def optimize(
             "chunk_size": options.chunk_size,
             "checkpoint_every": options.checkpoint_every,
             "network_dtype": options.network_dtype,
+            "device": options.device,
+            "n_devices": options.n_devices,
         },
         "n_parameters": int(driver.state.n_parameters),
         "sr": "kernel (NTK, M < P)" if driver.use_ntk else "QGT (M >= P)",
@@ -586,8 +684,13 @@ def optimize(
         "median_step_time_s": statistics.median(step_times) if step_times else None,
         "total_time_s": run.elapsed(),
         "versions": _versions(),
-        "device": str(jax.devices()[0]),
-        "device_platform": jax.devices()[0].platform,
+        "device": str(used[0]),
+        "device_platform": used[0].platform,
+        "devices": [str(d) for d in used],
+        "peak_device_memory_bytes": _peak_device_memory(used),
+        "memory_estimate_bytes": resources.run_memory(
+            config, options.chunk_size, options.sr_mode, options.n_devices
+        ).total,
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
@@ -605,6 +708,8 @@ __all__ = [
     "ConfigError",
     "Diverged",
     "EXIT_BAD_INPUT",
+    "EXIT_BAD_SETUP",
+    "EXIT_BUSY",
     "EXIT_DIVERGED",
     "EXIT_INTERRUPTED",
     "Interrupted",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import resource
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitnqs.sr import KERNEL_BLOCKS
+
 PHASES = ("sampling", "local_energies", "jacobian", "kernel_solve", "update")
 """The phases of one SR step, in order.
 
@@ -43,57 +44,6 @@ PHASES = ("sampling", "local_energies", "jacobian", "kernel_solve", "update")
   the update ``O^T y`` (in on-the-fly mode also the Jacobian blocks it contracts);
 * ``update``: the optax step applied to the parameters.
 """
-
-SR_MODES = ("explicit", "symmetric", "onthefly")
-"""How the SR kernel is built:
-
-* ``explicit``: NetKet's ``VMC_SR(on_the_fly=False)``, the dense ``2M x P`` Jacobian
-  ``O`` is built and ``O O^T`` formed by one matrix product;
-* ``symmetric``: the same Jacobian, the kernel from its upper block triangle
-  (:class:`vitnqs.sr.KernelSR`, 4 row blocks: 62.5% of the product's operations);
-* ``onthefly``: ``VMC_SR(on_the_fly=True)``, the kernel is contracted from per-chunk
-  Jacobians without storing the whole one.
-"""
-
-KERNEL_BLOCKS = 4
-"""Row blocks of the ``symmetric`` mode."""
-
-
-JACOBIAN_COPIES = {"explicit": 3, "symmetric": 1}
-"""Arrays of the Jacobian's size ``2M x P`` an explicit mode holds at once: NetKet's
-Jacobian, its centred copy and the scaled copy of ``_prepare_input``; one in
-``symmetric`` (checked against measured peaks in docs/performance.md)."""
-
-
-def sr_memory_bytes(mode: str, samples: int, n_parameters: int) -> float:
-    """Bytes of the float64 SR matrices a mode holds at once (activations not counted).
-
-    ``explicit`` and ``symmetric``: :data:`JACOBIAN_COPIES` arrays of ``2M x P`` and the
-    ``2M x 2M`` kernel; ``onthefly``: the kernel and its centred copy.
-    """
-    kernel = 8.0 * (2 * samples) ** 2
-    if mode == "onthefly":
-        return 2 * kernel
-    return JACOBIAN_COPIES[mode] * 8.0 * 2 * samples * n_parameters + kernel
-
-
-def choose_sr_mode(samples: int, n_parameters: int, memory_bytes: float) -> str:
-    """The fastest SR mode whose matrices fit in half of ``memory_bytes``.
-
-    ``symmetric`` does the fewest operations (the measurements are in
-    docs/performance.md); where its Jacobian does not fit, ``onthefly``.
-    """
-    if sr_memory_bytes("symmetric", samples, n_parameters) <= memory_bytes / 2:
-        return "symmetric"
-    return "onthefly"
-
-
-def available_memory_bytes() -> float:
-    """Memory of the default JAX device: the GPU's, or the host's physical memory."""
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return float(stats["bytes_limit"])
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def forward_flops(attention: str, L: int, layers: int, d: int, heads: int, b: int) -> float:
@@ -125,7 +75,7 @@ def phase_flops(
         n_sites: ``N = L^2``, Metropolis proposals per sweep.
         max_conn: connected configurations per sample, as evaluated (padded).
         n_parameters: ``P``.
-        mode: one of :data:`SR_MODES`.
+        mode: one of :data:`vitnqs.resources.SR_MODES`.
 
     """
     M, P = samples, n_parameters

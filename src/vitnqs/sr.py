@@ -24,6 +24,9 @@ from netket import jax as nkjax
 from netket._src.driver import vmc_sr as _netket_vmc_sr
 from netket.utils import struct
 
+KERNEL_BLOCKS = 4
+"""Row blocks of :class:`KernelSR`'s kernel product: 62.5% of the plain product's work."""
+
 
 def symmetric_gram(matrix: jax.Array, blocks: int) -> jax.Array:
     """``matrix @ matrix.T`` from the ``k (k + 1) / 2`` block products on and above the diagonal.
@@ -124,9 +127,9 @@ class KernelSR(nk.driver.VMC_SR):
     several devices (sharded samples), fall back to NetKet's own product.
     """
 
-    _kernel_blocks: int = struct.field(serialize=False, default=4)
+    _kernel_blocks: int = struct.field(serialize=False, default=KERNEL_BLOCKS)
 
-    def __init__(self, *args, kernel_blocks: int = 4, **kwargs):
+    def __init__(self, *args, kernel_blocks: int = KERNEL_BLOCKS, **kwargs):
         super().__init__(*args, **kwargs)
         self._kernel_blocks = kernel_blocks
 
