@@ -38,15 +38,20 @@ def test_forward_flops_by_hand():
 
 
 def test_phase_flops_kernel_counts():
-    flops = performance.phase_flops(1.0, samples=10, n_sites=16, max_conn=65, n_parameters=100,
+    M, P = 600, 100
+    flops = performance.phase_flops(1.0, samples=M, n_sites=16, max_conn=65, n_parameters=P,
                                     mode="explicit")  # fmt: skip
-    # 2 (2M)^2 P + (2M)^3 / 3 + 2 (2M) P with M = 10, P = 100
-    assert flops["kernel_solve"] == pytest.approx(2 * 400 * 100 + 8000 / 3 + 4000)
-    assert flops["sampling"] == 160 and flops["local_energies"] == 650
-    symmetric = performance.phase_flops(1.0, 10, 16, 65, 100, "symmetric")
-    assert symmetric["kernel_solve"] == pytest.approx(0.625 * 80000 + 8000 / 3 + 4000)
-    onthefly = performance.phase_flops(1.0, 10, 16, 65, 100, "onthefly")
-    assert onthefly["jacobian"] == 0 and onthefly["kernel_solve"] > flops["kernel_solve"]
+    # 2 (2M)^2 P + (2M)^3 / 3 + 2 (2M) P
+    product, rest = 2 * 1200**2 * P, 1200**3 / 3 + 2 * 1200 * P
+    assert flops["kernel_solve"] == pytest.approx(product + rest)
+    assert flops["sampling"] == 16 * M and flops["local_energies"] == 65 * M
+    assert flops["jacobian"] == 5 * M
+    # 1200 rows make 4 blocks: 10 of the 16 block products
+    symmetric = performance.phase_flops(1.0, M, 16, 65, P, "symmetric")
+    assert symmetric["kernel_solve"] == pytest.approx(10 / 16 * product + rest)
+    onthefly = performance.phase_flops(1.0, M, 16, 65, P, "onthefly")
+    assert onthefly["jacobian"] == 0
+    assert onthefly["kernel_solve"] == pytest.approx(flops["kernel_solve"] + flops["jacobian"])
 
 
 def test_phases_reproduce_the_driver_update():

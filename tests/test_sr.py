@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from vitnqs.optimize import RunConfig, RunOptions, build_driver
-from vitnqs.sr import KernelSR, symmetric_gram
+from vitnqs.sr import KernelSR, kernel_blocks, symmetric_gram
 
 TINY = RunConfig(attention="t5", L=4, J2=0.5, layers=1, d=8, heads=2, samples=48, steps=10)
 
@@ -18,8 +18,15 @@ def test_symmetric_gram_equals_product(n, blocks):
     np.testing.assert_allclose(symmetric_gram(matrix, blocks), matrix @ matrix.T, rtol=1e-13)
 
 
-def _update(mode, samples_from=None):
+def test_kernel_blocks_by_size():
+    # blocks of at least 256 rows of the 2M-row Jacobian, at most 4
+    assert [kernel_blocks(M) for M in (32, 128, 256, 512, 1024, 6000)] == [1, 1, 2, 4, 4, 4]
+
+
+def _update(mode, samples_from=None, blocks=None):
     driver = build_driver(TINY, RunOptions(sr_mode=mode, progress=False))
+    if blocks is not None:
+        driver._kernel_blocks = blocks
     driver.state.sample()
     if samples_from is not None:  # the very same samples for both drivers
         driver.state._samples = samples_from
@@ -27,10 +34,10 @@ def _update(mode, samples_from=None):
     return driver, ravel_pytree(dp)[0]
 
 
-@pytest.mark.parametrize("mode", ["symmetric", "onthefly"])
-def test_modes_give_netket_explicit_update(mode):
+@pytest.mark.parametrize("mode, blocks", [("symmetric", 1), ("symmetric", 3), ("onthefly", None)])
+def test_modes_give_netket_explicit_update(mode, blocks):
     reference_driver, reference = _update("explicit")
-    driver, update = _update(mode, samples_from=reference_driver.state.samples)
+    driver, update = _update(mode, samples_from=reference_driver.state.samples, blocks=blocks)
     assert isinstance(driver, KernelSR) == (mode == "symmetric")
     assert driver.on_the_fly == (mode == "onthefly")
     assert jnp.linalg.norm(update - reference) <= 1e-9 * jnp.linalg.norm(reference)

@@ -589,8 +589,11 @@ def check_memory(config: RunConfig, options: RunOptions) -> resources.MemoryEsti
         DeviceError: the estimate exceeds the declared GPU memory (with the numbers).
 
     """
-    memory = resources.run_memory(config, options.chunk_size, options.sr_mode, options.n_devices)
     limit = options.gpu_memory_gb
+    memory = resources.run_memory(
+        config, options.chunk_size, options.sr_mode, options.n_devices,
+        memory_bytes=None if limit is None else limit * 1e9,
+    )  # fmt: skip
     if limit is not None and memory.total > limit * 1e9:
         raise devices.DeviceError(
             f"--gpu-memory-gb: the run needs about {memory.describe()}, more than the "

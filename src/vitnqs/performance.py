@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitnqs.sr import KERNEL_BLOCKS
+from vitnqs.sr import kernel_blocks
 
 PHASES = ("sampling", "local_energies", "jacobian", "kernel_solve", "update")
 """The phases of one SR step, in order.
@@ -84,7 +84,8 @@ def phase_flops(
     jacobian = 5 * forward * M
     product = 2 * (2 * M) ** 2 * P
     if mode == "symmetric":
-        product *= (KERNEL_BLOCKS + 1) / (2 * KERNEL_BLOCKS)
+        blocks = kernel_blocks(M)
+        product *= (blocks + 1) / (2 * blocks)
     kernel = product + (2 * M) ** 3 / 3 + 2 * (2 * M) * P  # + Cholesky + O^T y
     return {
         "sampling": forward * M * n_sites,
@@ -186,7 +187,7 @@ class PhaseRunner:
         def symmetric_kernel(jacobian, local_energies, diag_shift):
             updates, _ = sr.kernel_solve(
                 jacobian, local_energies, diag_shift=diag_shift, solver_fn=solver,
-                blocks=KERNEL_BLOCKS,
+                blocks=kernel_blocks(local_energies.size),
             )  # fmt: skip
             return unravel(updates)
 

@@ -173,12 +173,16 @@ def choose_sr_mode(M: int, P: int, chunk: int | None, memory_bytes: float | None
     """The fastest SR mode that fits: ``symmetric``, or ``onthefly`` where it does not.
 
     ``symmetric`` was the fastest mode wherever measured (docs/performance.md) and
-    ``onthefly`` needs the least memory. ``memory_bytes``: of one device; ``None`` (not
+    ``onthefly`` needs the least memory; on several devices ``explicit`` takes the place
+    of ``symmetric``. ``memory_bytes``: of one device; ``None`` (not
     known) gives ``symmetric``. ``shape``: the keywords of :func:`memory_estimate`.
     """
-    needed = memory_estimate(M, P, chunk, "symmetric", **shape).total
+    # several devices: NetKet's explicit product, which handles the sharded samples
+    # (vitnqs.sr.KernelSR falls back to it)
+    dense = "explicit" if shape.get("n_devices", 1) > 1 else "symmetric"
+    needed = memory_estimate(M, P, chunk, dense, **shape).total
     if memory_bytes is None or needed <= FIT * memory_bytes:
-        return "symmetric"
+        return dense
     return "onthefly"
 
 

@@ -160,8 +160,13 @@ def mem_mb(wildcards, attempt):
     config = RunConfig(
         **{k: getattr(s[k], "item", lambda: s[k])() for k in RUN_COLUMNS}
     )
+    gpu_memory = OPTIONS.gpu_memory_gb
     estimate = run_memory(
-        config, OPTIONS.chunk_size, OPTIONS.sr_mode, OPTIONS.n_devices
+        config,
+        OPTIONS.chunk_size,
+        OPTIONS.sr_mode,
+        OPTIONS.n_devices,
+        memory_bytes=None if gpu_memory is None else gpu_memory * 1e9,
     )
     return int(1.2 * OPTIONS.n_devices * estimate.total / 1e6)
 
