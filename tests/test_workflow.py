@@ -56,6 +56,8 @@ def test_shipped_config_is_valid_and_shares_runs():
         ({"presets.quick.hyperparameters.steps": -5}, "-5 is less than the minimum of 1"),
         ({"preset": "huge"}, "'huge' is not one of ['paper', 'laptop', 'quick', 'smoke']"),
         ({"presets.quick.sweeps.fig4.J2": [-0.5]}, "-0.5 is less than the minimum of 0"),
+        ({"presets.quick.device": "tpu"}, "'tpu' is not one of ['gpu', 'cpu', 'auto']"),
+        ({"gpus_per_run": 0}, "0 is less than the minimum of 1"),
     ],
 )
 def test_schema_rejects_bad_configs(edits, message):
@@ -71,6 +73,27 @@ def test_cross_field_rules_name_the_field():
         runs_table(_config(**{"presets.quick.sweeps.fig3.L": [4, 5]}))
     with pytest.raises(ConfigError, match=r"presets.quick.sweeps.fig2: d/heads: d=16 is not"):
         runs_table(_config(**{"presets.quick.sweeps.fig2.hyperparameters": {"heads": 3}}))
+
+
+def test_gpus_and_gpu_memory_are_checked_before_anything_runs():
+    with pytest.raises(
+        ConfigError,
+        match=r"presets.quick.sweeps.fig2: samples/gpus_per_run: 256 samples do not split "
+        r"evenly over 3 devices",
+    ):
+        runs_table(_config(gpus_per_run=3))
+    with pytest.raises(
+        ConfigError, match=r"presets.quick.sweeps.fig2: chunk_size: 96 does not divide the 128"
+    ):
+        runs_table(_config(**{"gpus_per_run": 2, "presets.quick.chunk_size": 96}))
+    runs_table(_config(gpus_per_run=4))  # 64 samples per GPU, in one chunk: fine
+    with pytest.raises(
+        ConfigError,
+        match=r"presets.paper.sweeps.fig2: gpu_memory_gb: the run needs about 38.4 GB per device "
+        r"\(Jacobian 35.38",
+    ):
+        runs_table(_config(preset="paper", gpu_memory_gb=24))
+    runs_table(_config(preset="paper", gpu_memory_gb=80))  # an 80 GB GPU fits every run
 
 
 def _snakemake(workdir, *args, timeout=900):
@@ -101,6 +124,34 @@ def test_bad_config_fails_the_dry_run_with_the_field_name(tmp_path):
     assert done.returncode != 0
     message = "presets.smoke.sweeps.fig2: L/b: L=7 is not divisible by the patch size b=2"
     assert message in done.stdout + done.stderr
+
+
+def test_site_resources_shape_the_cluster_requests(tmp_path):
+    """A dry run with a site's default-resources: GPU partition and model for the
+    optimizations only, time requests capped, the warning inside the cap."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    site = ["slurm_partition=cpu", "gpu_partition=gpu", "gpu_type=a100", "max_runtime=600"]
+    done = _snakemake(tmp_path, "-n", "all", "--config", "preset=paper", "--default-resources",
+                      *site)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):.*?^    resources: (.*?)$", done.stdout, flags=re.M | re.S)
+    optimize = [dict(kv.split("=", 1) for kv in r.split(", ")) for rule, r in jobs
+                if rule == "optimize"]  # fmt: skip
+    assert len(optimize) == 18
+    for r in optimize:
+        assert (r["slurm_partition"], r["gpu_model"], r["gpu"]) == ("gpu", "a100", "1"), r
+        # the SR Jacobian alone: 2 copies of 2 x 6000 x P floats, P > 40,000 (1 layer)
+        assert int(r["runtime"]) <= 600 and int(r["mem_mb"]) > 2 * 2 * 6000 * 40_000 * 8 / 1e6, r
+    # L = 10, 4 layers: 28 h on an A100 in the paper, so the estimate hits the cap
+    assert {r["runtime"] for r in optimize} >= {"600", "234"}
+    assert {r["slurm_extra"] for r in optimize} == {"--signal=URG@300"}
+    maps = [dict(kv.split("=", 1) for kv in r.split(", ")) for rule, r in jobs
+            if rule == "attention_maps"]  # fmt: skip
+    assert maps and all(r["slurm_partition"] == "cpu" for r in maps), maps
+    assert not any("gpu" in r or "gpu_model" in r for r in maps), maps
+    done = _snakemake(tmp_path, "-n", "all", "--default-resources", "max_runtime=1")
+    assert done.returncode != 0
+    assert "max_runtime must be a number of minutes >= 2" in done.stdout + done.stderr
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -205,18 +256,52 @@ def test_report(smoke):
     assert (smoke / "report.html").stat().st_size > 10_000
 
 
-def test_conda_envs_match_the_lock_file():
-    lock = dict(
-        line.split("==")
-        for line in (ROOT / "requirements.lock").read_text().splitlines()
-        if "==" in line
+def _lock(name: str) -> dict[str, str]:
+    return dict(line.split("==") for line in (ROOT / name).read_text().splitlines() if "==" in line)
+
+
+CUDA_PACKAGES = re.compile(r"^(jax-cuda\d+-|nvidia-)")
+
+
+@pytest.mark.parametrize(
+    ("env", "lock"),
+    [("vitnqs-cpu", "requirements.lock"), ("vitnqs-cuda", "requirements-cuda.lock")],
+)
+def test_conda_envs_match_the_lock_files(env, lock):
+    pins = _lock(lock)
+    spec = yaml.safe_load((ROOT / f"envs/{env}.yaml").read_text())
+    env_pins = dict(
+        pin.split("==")
+        for pin in next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
     )
-    for env in ("vitnqs-cpu", "vitnqs-cuda"):
-        spec = yaml.safe_load((ROOT / f"envs/{env}.yaml").read_text())
-        pins = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
-        for pin in pins:
-            name, version = pin.split("==")
-            assert lock[re.sub(r"\[.*\]", "", name)] == version, pin
+    for name, version in env_pins.items():
+        assert pins[re.sub(r"\[.*\]", "", name)] == version, (name, version)
+    # the CUDA environment has every CUDA package of its lock, the CPU one none
+    cuda = {n for n in pins if CUDA_PACKAGES.match(n)}
+    assert cuda <= set(env_pins) and (env == "vitnqs-cuda") == bool(cuda)
+
+
+def test_cuda_extra_pins_the_locked_jax():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'^cuda = \["jax\[cuda12\]==([\d.]+)"\]', pyproject, flags=re.M)
+    cpu, cuda = _lock("requirements.lock"), _lock("requirements-cuda.lock")
+    assert pin == cpu["jax"] == cuda["jax"] == cuda["jaxlib"] == cuda["jax-cuda12-plugin"]
+    # the same versions of everything else: one workflow, two builds of jax
+    assert {n: v for n, v in cuda.items() if not CUDA_PACKAGES.match(n)} == cpu
+
+
+def test_cuda_lock_resolves_against_the_package_index():
+    """The CUDA lock resolved by uv against PyPI: every pin exists, none conflicts, none is
+    missing (a wrong pin fails here, not on a cluster)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "uv"), "pip", "compile", "requirements-cuda.lock",
+         "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28",
+         "--no-header", "--no-annotate", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    resolved = dict(line.split("==") for line in done.stdout.splitlines() if "==" in line)
+    assert resolved == _lock("requirements-cuda.lock")
 
 
 def _readme_findings(preset):

@@ -4,15 +4,21 @@ A checkpoint directory holds ``checkpoint.msgpack`` (newest) and
 ``checkpoint.prev.msgpack`` (the one before). Each file is a magic line, the SHA-256
 of the payload and the msgpack payload, so truncation and bit flips are detected.
 An unreadable file is renamed aside (``*.corrupt-<time>``), never deleted, and the
-previous checkpoint is used.
+previous checkpoint is used. :func:`lock_run_dir` keeps a second process out of a run
+directory that one is working in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
+import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,11 @@ from flax.serialization import msgpack_restore, msgpack_serialize
 MAGIC = b"VITNQS-CHECKPOINT v1\n"
 CURRENT = "checkpoint.msgpack"
 PREVIOUS = "checkpoint.prev.msgpack"
+LOCK = "run.lock"
+
+
+class RunDirBusy(Exception):
+    """Another process holds the run directory's lock; nothing was touched."""
 
 
 class CheckpointError(Exception):
@@ -110,3 +121,49 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
                 file=sys.stderr,
             )
     return None
+
+
+@contextlib.contextmanager
+def lock_run_dir(directory: Path) -> Iterator[None]:
+    """Hold ``directory/run.lock`` for the duration, or fail at once if another process does.
+
+    ``flock``: the kernel drops the lock when the holder exits, however it exits, so a
+    crashed run leaves no stale lock; on NFS Linux maps it to a POSIX lock that all clients
+    see. The file names the holder (host, pid, SLURM job) for the error message of the next.
+    Where the file system has no locks at all, the run goes on with a warning.
+
+    Raises:
+        RunDirBusy: the lock is held, naming the holder; the directory is left as it was.
+
+    """
+    path = Path(directory) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                print(
+                    f"[vitnqs] WARNING: cannot lock {path} ({error}); nothing stops a second "
+                    "process from working in this directory at the same time",
+                    file=sys.stderr,
+                )
+                yield
+                return
+            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirBusy(
+                f"{directory} is in use by another process ({holder}); this one stops and "
+                "touches nothing. Wait for that run to end, or stop it (scancel JOBID for a "
+                "SLURM job), then rerun to resume from its checkpoint."
+            ) from None
+        job = os.environ.get("SLURM_JOB_ID")
+        holder = (
+            f"pid {os.getpid()} on {platform.node()}"
+            + (f", SLURM job {job}" if job else "")
+            + f", since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (holder + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitnqs.models import ATTENTIONS
+from vitnqs import devices
+from vitnqs.devices import DEVICES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -15,7 +16,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
-    from vitnqs.optimize import RunConfig
+    from vitnqs.models import ATTENTIONS
+    from vitnqs.optimize import NETWORK_DTYPES, RunConfig
+    from vitnqs.resources import SR_MODES
 
     defaults = RunConfig(attention="factored", L=6, J2=0.0, layers=4)
     p = sub.add_parser(
@@ -56,15 +59,82 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="steps between checkpoints (default: ~5 min)",
     )
+    p.add_argument(
+        "--sr-mode",
+        default="auto",
+        choices=("auto", *SR_MODES),
+        help="how the SR kernel is built (%(default)s: the fastest that fits in memory)",
+    )
+    p.add_argument(
+        "--network-dtype",
+        default="float64",
+        choices=NETWORK_DTYPES,
+        help="arithmetic of the network; kernel and solve stay float64 (%(default)s)",
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: "
+        "what JAX finds, but refuse a SLURM GPU allocation that JAX cannot use (%(default)s)",
+    )
+    p.add_argument(
+        "--n-devices",
+        type=int,
+        default=1,
+        help="devices to shard the samples over: the GPUs of the job, or with --device cpu "
+        "virtual CPU devices (%(default)s)",
+    )
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=None,
+        help="memory of one GPU: refuse a run whose estimate exceeds it (default: no check)",
+    )
     p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_optimize)
 
 
+def _configure_devices(argv: list[str]) -> int | None:
+    """Apply ``optimize``'s --device and --n-devices before anything imports NetKet.
+
+    NetKet starts JAX's backends when imported (building the parser imports it), after
+    which the platform and the number of CPU devices are fixed. The device guard runs
+    here too, so that a refused run stops within seconds (a finished run, which needs no
+    device, is left to :func:`vitnqs.optimize.optimize`). Bad values are left for the real
+    parser to report.
+
+    Returns:
+        The exit code of a refused run, else ``None``.
+
+    """
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--device", default="auto")
+    early.add_argument("--n-devices", type=int, default=1)
+    early.add_argument("--out")
+    try:
+        known, _ = early.parse_known_args(argv)
+        devices.configure(known.device, max(known.n_devices, 1))
+    except (SystemExit, ValueError):
+        return None
+    if known.out is None or (Path(known.out) / "summary.json").exists():
+        return None
+    try:
+        devices.require_device(known.device, max(known.n_devices, 1))
+    except devices.DeviceError as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return devices.EXIT_BAD_SETUP
+    return None
+
+
 def _optimize(args: argparse.Namespace) -> int:
+    from vitnqs.checkpoint import RunDirBusy
     from vitnqs.optimize import (
         EXIT_BAD_INPUT,
+        EXIT_BAD_SETUP,
+        EXIT_BUSY,
         EXIT_DIVERGED,
         EXIT_INTERRUPTED,
         ConfigError,
@@ -93,13 +163,24 @@ def _optimize(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
+        sr_mode=args.sr_mode,
+        network_dtype=args.network_dtype,
         reference_file=None if args.reference is None else Path(args.reference),
+        device=args.device,
+        n_devices=args.n_devices,
+        gpu_memory_gb=args.gpu_memory_gb,
     )
     try:
         optimize(config, args.out, options)
     except ConfigError as error:
         print(f"vitnqs optimize: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except devices.DeviceError as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    except RunDirBusy as error:
+        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except Interrupted as error:
         print(f"[vitnqs] {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -343,6 +424,88 @@ def _concat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from vitnqs.models import ATTENTIONS
+    from vitnqs.optimize import NETWORK_DTYPES
+    from vitnqs.resources import SR_MODES
+
+    p = sub.add_parser(
+        "benchmark",
+        help="time per SR step split into phases, with operation counts and rates",
+        description="Time the phases of an SR step of the paper-size ViT (d 60, h 10, b 2, "
+        "4 layers by default) for every attention x L x SR mode, each in its own process.",
+    )
+    p.add_argument("--attention", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
+    p.add_argument("--L", nargs="+", type=int, default=[4, 6, 8, 10])
+    p.add_argument(
+        "--sr-modes",
+        nargs="+",
+        default=["symmetric", "explicit", "onthefly"],
+        choices=SR_MODES,
+        help="kernel phases to time on the same samples (the first also updates; %(default)s)",
+    )
+    p.add_argument("--network-dtypes", nargs="+", default=["float64"], choices=NETWORK_DTYPES)
+    p.add_argument("--samples", type=int, default=256, help="samples per step (%(default)s)")
+    p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--d", type=int, default=60)
+    p.add_argument("--heads", type=int, default=10)
+    p.add_argument("--steps", type=int, default=3, help="timed steps after a warm-up step")
+    p.add_argument("--max-minutes", type=float, default=None, help="start no case after this long")
+    p.add_argument(
+        "--no-driver-step",
+        action="store_true",
+        help="skip timing the driver's own step (saves one compilation per case)",
+    )
+    p.add_argument("--out", help="CSV of the phases (one row per case and phase)")
+    p.add_argument("--markdown", help="also write the summary table here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.set_defaults(handler=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs import performance
+
+    if args.child:
+        performance.child_main(args.child)
+        return 0
+    if args.out is None:
+        print("vitnqs benchmark: error: --out is required", file=sys.stderr)
+        return 2
+    cases = [
+        performance.Case(
+            attention=attention,
+            L=L,
+            sr_modes=tuple(args.sr_modes),
+            samples=args.samples,
+            chunk_size=args.chunk_size,
+            layers=args.layers,
+            d=args.d,
+            heads=args.heads,
+            network_dtype=dtype,
+            steps=args.steps,
+            time_driver=not args.no_driver_step,
+        )  # fmt: skip
+        for L in args.L
+        for dtype in args.network_dtypes
+        for attention in args.attention
+    ]
+    budget = None if args.max_minutes is None else 60 * args.max_minutes
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for result in performance.run_cases(cases, budget):
+        rows += performance.rows(result)
+        pd.DataFrame(rows).to_csv(args.out, index=False)  # after each case: a cut run keeps it
+    table = pd.DataFrame(rows)
+    text = performance.summary_table(table) if len(table) else "no case finished\n"
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    return 0 if len(table) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vitnqs`` argument parser with all subcommands."""
     parser = _Parser(prog="python -m vitnqs", description=__doc__)
@@ -358,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_figure,
         _add_shastry_sutherland,
         _add_concat,
+        _add_benchmark,
     ):
         add(sub)
     return parser
@@ -365,5 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["optimize"]:
+        refused = _configure_devices(argv[1:])
+        if refused is not None:
+            return refused
     args = build_parser().parse_args(argv)
     return args.handler(args)

@@ -3,7 +3,9 @@
 Architecture of Rende and Viteritti, Mach. Learn.: Sci. Technol. 6, 010501 (2025):
 patch embedding, ``layers`` pre-LayerNorm encoder blocks (multi-head attention and a
 ``4d`` GELU MLP, each with a skip connection) and a complex log-cosh output head.
-All parameters are real and float64; ``log psi`` is complex.
+All parameters are real and float64; ``log psi`` is complex. The arithmetic is float64
+too unless ``dtype=jnp.float32`` (then parameters are rounded to float32 in every
+evaluation, and ``log psi`` is complex64).
 
 Choices where the paper is silent (also listed in the README):
 
@@ -30,7 +32,7 @@ from vitnqs.geometry import check_patching, displacement_index, extract_patches
 ATTENTIONS = ("t5", "decoupled", "factored")
 """Names of the attention mechanisms, as accepted by :class:`ViT`."""
 
-_DTYPE = jnp.float64
+_PARAM_DTYPE = jnp.float64
 
 
 def validate_architecture(attention: str, L: int, layers: int, d: int, heads: int, b: int) -> None:
@@ -58,18 +60,18 @@ def validate_architecture(attention: str, L: int, layers: int, d: int, heads: in
         raise ValueError(f"--d/--heads: d={d} is not divisible by heads={heads}")
 
 
-def _dense(features: int, name: str) -> nn.Dense:
+def _dense(features: int, name: str, dtype: Any) -> nn.Dense:
     return nn.Dense(
         features,
         kernel_init=nn.initializers.xavier_uniform(),
-        param_dtype=_DTYPE,
-        dtype=_DTYPE,
+        param_dtype=_PARAM_DTYPE,
+        dtype=dtype,
         name=name,
     )
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(param_dtype=_DTYPE, dtype=_DTYPE, name=name)
+def _layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
+    return nn.LayerNorm(param_dtype=_PARAM_DTYPE, dtype=dtype, name=name)
 
 
 class MultiHeadAttention(nn.Module):
@@ -94,6 +96,8 @@ class MultiHeadAttention(nn.Module):
     """Number of heads; each has value dimension ``d // heads``."""
     grid: int
     """Side of the periodic patch grid, ``L // b``; the sequence has ``grid**2`` tokens."""
+    dtype: Any = jnp.float64
+    """Dtype of the arithmetic (parameters are stored in float64)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -108,19 +112,19 @@ class MultiHeadAttention(nn.Module):
         """
         n = self.grid**2
         head_dim = self.d // self.heads
-        p = self.param("p", nn.initializers.xavier_uniform(), (self.heads, n), _DTYPE)
-        positional = p[:, displacement_index(self.grid)]  # (heads, n, n)
+        p = self.param("p", nn.initializers.xavier_uniform(), (self.heads, n), _PARAM_DTYPE)
+        positional = p.astype(self.dtype)[:, displacement_index(self.grid)]  # (heads, n, n)
 
         def split_heads(y):  # (batch, n, d) -> (batch, heads, n, head_dim)
             return y.reshape(*y.shape[:-1], self.heads, head_dim).swapaxes(-2, -3)
 
-        v = split_heads(_dense(self.d, "V")(x))
+        v = split_heads(_dense(self.d, "V", self.dtype)(x))
         if self.attention == "factored":
             alpha = positional
             mixed = jnp.einsum("hij,bhjc->bhic", alpha, v)
         else:
-            q = split_heads(_dense(self.d, "Q")(x))
-            k = split_heads(_dense(self.d, "K")(x))
+            q = split_heads(_dense(self.d, "Q", self.dtype)(x))
+            k = split_heads(_dense(self.d, "K", self.dtype)(x))
             logits = jnp.einsum("bhic,bhjc->bhij", q, k) / math.sqrt(head_dim)
             if self.attention == "t5":
                 alpha = jax.nn.softmax(logits + positional, axis=-1)
@@ -134,7 +138,7 @@ class MultiHeadAttention(nn.Module):
             mixed = jnp.einsum("bhij,bhjc->bhic", alpha, v)
         self.sow("intermediates", "alpha", alpha)
         mixed = mixed.swapaxes(-2, -3).reshape(*x.shape[:-1], self.d)
-        return _dense(self.d, "W")(mixed)
+        return _dense(self.d, "W", self.dtype)(mixed)
 
 
 class EncoderBlock(nn.Module):
@@ -148,17 +152,20 @@ class EncoderBlock(nn.Module):
     """Number of attention heads."""
     grid: int
     """Side of the periodic patch grid."""
+    dtype: Any = jnp.float64
+    """Dtype of the arithmetic (parameters are stored in float64)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Apply the block to tokens of shape ``(batch, n, d)``."""
-        x = x + MultiHeadAttention(self.attention, self.d, self.heads, self.grid, name="attn")(
-            _layer_norm("norm_attn")(x)
+        attention = MultiHeadAttention(
+            self.attention, self.d, self.heads, self.grid, self.dtype, name="attn"
         )
-        y = _layer_norm("norm_mlp")(x)
-        y = _dense(4 * self.d, "mlp_in")(y)
+        x = x + attention(_layer_norm("norm_attn", self.dtype)(x))
+        y = _layer_norm("norm_mlp", self.dtype)(x)
+        y = _dense(4 * self.d, "mlp_in", self.dtype)(y)
         y = nn.gelu(y)
-        return x + _dense(self.d, "mlp_out")(y)
+        return x + _dense(self.d, "mlp_out", self.dtype)(y)
 
 
 class OutputHead(nn.Module):
@@ -166,13 +173,15 @@ class OutputHead(nn.Module):
 
     d: int
     """Embedding dimension (also the number of complex hidden units)."""
+    dtype: Any = jnp.float64
+    """Dtype of the arithmetic (parameters are stored in float64)."""
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         """Map tokens ``(batch, n, d)`` to complex ``log psi`` of shape ``(batch,)``."""
-        z = _layer_norm("norm_sum")(y.sum(axis=-2))
-        re = _layer_norm("norm_re")(_dense(self.d, "dense_re")(z))
-        im = _layer_norm("norm_im")(_dense(self.d, "dense_im")(z))
+        z = _layer_norm("norm_sum", self.dtype)(y.sum(axis=-2))
+        re = _layer_norm("norm_re", self.dtype)(_dense(self.d, "dense_re", self.dtype)(z))
+        im = _layer_norm("norm_im", self.dtype)(_dense(self.d, "dense_im", self.dtype)(z))
         return jnp.sum(log_cosh(re + 1j * im), axis=-1)
 
 
@@ -193,6 +202,8 @@ class ViT(nn.Module):
     """Number of attention heads; ``d`` must be divisible by it."""
     b: int = 2
     """Linear patch size; ``L`` must be divisible by it."""
+    dtype: Any = jnp.float64
+    """Dtype of the arithmetic: float64, or float32 for speed (parameters stay float64)."""
 
     @nn.compact
     def __call__(self, sigma: jax.Array) -> jax.Array:
@@ -201,10 +212,13 @@ class ViT(nn.Module):
         L = int(round(sigma.shape[-1] ** 0.5))
         validate_architecture(self.attention, L, self.layers, self.d, self.heads, self.b)
         grid = check_patching(L, self.b)
-        x = _dense(self.d, "embed")(extract_patches(sigma.astype(_DTYPE), self.b))
+        x = _dense(self.d, "embed", self.dtype)(extract_patches(sigma.astype(self.dtype), self.b))
         for layer in range(self.layers):
-            x = EncoderBlock(self.attention, self.d, self.heads, grid, name=f"block_{layer}")(x)
-        return OutputHead(self.d, name="head")(x)
+            block = EncoderBlock(
+                self.attention, self.d, self.heads, grid, self.dtype, name=f"block_{layer}"
+            )
+            x = block(x)
+        return OutputHead(self.d, self.dtype, name="head")(x)
 
 
 def attention_maps(model: ViT, params: Any, sigma: jax.Array) -> list[dict[str, np.ndarray]]:

@@ -9,9 +9,10 @@
   RNG, optimizer state, step counter and history, for resuming.
 
 Re-running with the same directory resumes from the last good checkpoint; a finished
-run is a no-op. SIGTERM, SIGURG (the SLURM warning signal of ``slurm/config.yaml``),
+run is a no-op. SIGTERM, SIGURG (the SLURM warning signal, see ``workflow/rules/common.smk``),
 SIGUSR1 and SIGINT write a checkpoint at the next step boundary and exit with
-:data:`EXIT_INTERRUPTED`.
+:data:`EXIT_INTERRUPTED`. One process at a time works in a directory: it holds
+``run.lock`` (:func:`vitnqs.checkpoint.lock_run_dir`) and a second one stops at once.
 """
 
 from __future__ import annotations
@@ -30,17 +31,19 @@ from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import netket as nk
 import numpy as np
 import optax
 from netket.callbacks import AbstractCallback
 from netket.utils import struct
 
-from vitnqs import checkpoint
+from vitnqs import checkpoint, devices, resources
 from vitnqs.models import ATTENTIONS, ViT, validate_architecture
 from vitnqs.physics import energy_lower_bound, exchange_sampler, j1j2_hamiltonian
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
+from vitnqs.sr import KernelSR
 
 EXIT_BAD_INPUT = 2
 """Exit code for invalid options or a directory holding a different run."""
@@ -48,6 +51,11 @@ EXIT_DIVERGED = 3
 """Exit code when the energy or the parameters stop being finite."""
 EXIT_INTERRUPTED = 75
 """Exit code after a signal: a checkpoint was written, rerun the command to resume."""
+EXIT_BAD_SETUP = devices.EXIT_BAD_SETUP
+"""Exit code when the machine cannot run the run as asked (e.g. ``--device gpu`` without a
+usable GPU, or too little GPU memory; sysexits' EX_CONFIG); nothing was written."""
+EXIT_BUSY = 73
+"""Exit code when another process holds the run directory's lock; nothing was touched."""
 
 HISTORY_COLUMNS = (
     "step",
@@ -69,6 +77,10 @@ EVAL_CHAIN_LENGTH = 4
 """Final evaluation: this many fresh samples per chain, i.e. 4 x ``samples`` in total."""
 EVAL_DISCARD = 4
 """Sweeps discarded per chain before the final evaluation."""
+
+
+NETWORK_DTYPES = ("float64", "float32")
+"""Allowed arithmetic of the network (see :attr:`RunOptions.network_dtype`)."""
 
 
 class ConfigError(ValueError):
@@ -146,19 +158,69 @@ class RunOptions:
     """Steps between checkpoints; ``None`` for about every 5 minutes."""
     progress: bool = True
     """Print progress on stderr."""
-    ntk_on_the_fly: bool = False
-    """NetKet's lazy NTK instead of the explicit Jacobian (benchmarks/step_time.py)."""
+    sr_mode: str = "auto"
+    """How the SR kernel is built: ``explicit``, ``onthefly`` (see
+    :data:`vitnqs.resources.SR_MODES`) or ``auto``
+    (:func:`vitnqs.resources.choose_sr_mode` from the samples, parameters and memory)."""
+    network_dtype: str = "float64"
+    """Arithmetic of the network (``float64`` or ``float32``); parameters, kernel and
+    solve stay float64."""
     reference_file: Path | None = None
     """JSON written by ``vitnqs reference``; ``None`` computes the reference here."""
+    device: str = "auto"
+    """``gpu``, ``cpu`` or ``auto``: see :data:`vitnqs.devices.DEVICES`."""
+    n_devices: int = 1
+    """Devices NetKet shards the samples over (the workflow's ``gpus_per_run``)."""
+    gpu_memory_gb: float | None = None
+    """Memory of one GPU; a run whose estimate exceeds it is refused before it starts."""
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid option."""
+    def validate(self, config: RunConfig | None = None) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option.
+
+        Args:
+            config: if given, also check that its samples split evenly over the devices
+                and into chunks (NetKet shards the chains over the devices, then chunks
+                each device's samples).
+
+        """
         for name, value in (
             ("chunk-size", self.chunk_size),
             ("checkpoint-every", self.checkpoint_every),
+            ("n-devices", self.n_devices),
         ):
-            if value is not None and value < 1:
+            if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"--{name}: must be a positive integer (got {value!r})")
+        if self.network_dtype not in NETWORK_DTYPES:
+            raise ConfigError(
+                f"--network-dtype: unknown dtype {self.network_dtype!r}; "
+                f"allowed: {', '.join(NETWORK_DTYPES)}"
+            )
+        if self.sr_mode not in ("auto", *resources.SR_MODES):
+            raise ConfigError(
+                f"--sr-mode: unknown mode {self.sr_mode!r}; "
+                f"allowed: auto, {', '.join(resources.SR_MODES)}"
+            )
+        if self.device not in devices.DEVICES:
+            raise ConfigError(
+                f"--device: must be one of {', '.join(devices.DEVICES)} (got {self.device!r})"
+            )
+        if self.gpu_memory_gb is not None and not self.gpu_memory_gb > 0:
+            raise ConfigError(f"--gpu-memory-gb: must be > 0 (got {self.gpu_memory_gb!r})")
+        if config is None:
+            return
+        if config.samples % self.n_devices:
+            raise ConfigError(
+                f"--samples/--n-devices: {config.samples} samples do not split evenly over "
+                f"{self.n_devices} devices (gpus_per_run); use a multiple of {self.n_devices}"
+            )
+        per_device = config.samples // self.n_devices
+        if self.chunk_size is not None and self.chunk_size < per_device:
+            if per_device % self.chunk_size:
+                raise ConfigError(
+                    f"--chunk-size: {self.chunk_size} does not divide the {per_device} "
+                    f"samples per device ({config.samples} samples over {self.n_devices} "
+                    "device(s)); use a divisor of it"
+                )
 
 
 def lr_schedule(config: RunConfig) -> optax.Schedule:
@@ -168,7 +230,10 @@ def lr_schedule(config: RunConfig) -> optax.Schedule:
 
 def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
     """The NetKet SR driver with a freshly initialized variational state."""
-    model = ViT(config.attention, config.layers, config.d, config.heads, config.b)
+    model = ViT(
+        config.attention, config.layers, config.d, config.heads, config.b,
+        dtype=jnp.dtype(options.network_dtype),
+    )  # fmt: skip
     hamiltonian = j1j2_hamiltonian(config.L, config.J2)
     init_key, sampler_key = jax.random.split(jax.random.key(config.seed))
     vstate = nk.vqs.MCState(
@@ -180,15 +245,42 @@ def build_driver(config: RunConfig, options: RunOptions) -> nk.driver.VMC_SR:
         seed=init_key,
         sampler_seed=sampler_key,
     )
-    return nk.driver.VMC_SR(
+    use_ntk = config.samples < vstate.n_parameters  # kernel trick when M < P
+    mode = options.sr_mode
+    if mode == "auto":
+        mode = resolve_sr_mode(config, options)
+    if not use_ntk:  # NetKet's QGT form: an explicit Jacobian, no kernel
+        mode = "explicit"
+
+    driver_class = KernelSR if mode == "symmetric" else nk.driver.VMC_SR
+    return driver_class(
         hamiltonian,
         optax.sgd(lr_schedule(config)),
         diag_shift=config.diag_shift,
         variational_state=vstate,
-        use_ntk=config.samples < vstate.n_parameters,  # kernel trick when M < P
-        on_the_fly=options.ntk_on_the_fly,
+        use_ntk=use_ntk,
+        on_the_fly=mode == "onthefly",
         mode="complex",
     )
+
+
+def resolve_sr_mode(config: RunConfig, options: RunOptions) -> str:
+    """``options.sr_mode``, or for ``auto`` the mode chosen for the device's memory.
+
+    The memory is ``options.gpu_memory_gb`` if declared, else what JAX reports.
+    """
+    if options.sr_mode != "auto":
+        return options.sr_mode
+    memory = options.gpu_memory_gb
+    memory = resources.available_memory_bytes() if memory is None else memory * 1e9
+    return resources.run_sr_mode(config, options.chunk_size, options.n_devices, memory)
+
+
+def sr_mode_of(driver: nk.driver.VMC_SR) -> str:
+    """The SR mode (:data:`vitnqs.resources.SR_MODES`) a driver runs in."""
+    if driver.on_the_fly:
+        return "onthefly"
+    return "symmetric" if isinstance(driver, KernelSR) else "explicit"
 
 
 class _RunMonitor(AbstractCallback, mutable=True):
@@ -421,6 +513,16 @@ def _final_evaluation(driver, config: RunConfig) -> tuple[float, float, float, i
     return (*_per_site(vstate.expect(driver._ham), config.n_sites), int(vstate.n_samples))
 
 
+def _peak_device_memory(used: list[Any]) -> int | None:
+    """Largest peak of bytes in use on one device, from JAX's allocator (``None`` on CPU).
+
+    Not nvidia-smi: it shows the memory JAX preallocates, not what the run needed.
+    """
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in used]
+    peaks = [int(p) for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
 def _reference(config: RunConfig, path: Path | None) -> Reference | None:
     """The reference energy from ``path`` (checked to match the run) or computed now."""
     if path is None:
@@ -451,22 +553,70 @@ def optimize(
 
     Raises:
         ConfigError: invalid options, or ``out`` holds a run with other settings.
+        DeviceError: JAX cannot run on the devices asked for (before anything is written).
+        RunDirBusy: another process works in ``out`` (nothing is touched).
         Interrupted: a signal stopped the run after writing a checkpoint.
         Diverged: the energy or parameters became non-finite.
 
     """
     options = options or RunOptions()
     config.validate()
-    options.validate()
+    options.validate(config)
     out = Path(out)
+    finished = _finished(config, out)
+    if finished is not None:
+        return finished
+    used = devices.require_device(options.device, options.n_devices)
+    print(f"[vitnqs] {devices.describe(used, options.device)}", file=sys.stderr)
+    requested = options.sr_mode
+    options = dataclasses.replace(options, sr_mode=resolve_sr_mode(config, options))
+    memory = check_memory(config, options)
+    print(
+        f"[vitnqs] SR mode {options.sr_mode} (asked: {requested}); memory estimate "
+        f"{memory.describe()}",
+        file=sys.stderr,
+    )
     out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        _check_same_run(config, summary["config"], summary_path)
-        print(f"[vitnqs] {out} already holds the finished run; nothing to do", file=sys.stderr)
-        return summary
+    with checkpoint.lock_run_dir(out):
+        # another process may have finished the run since the first look
+        return _finished(config, out) or _optimize(config, out, options, used)
 
+
+def check_memory(config: RunConfig, options: RunOptions) -> resources.MemoryEstimate:
+    """The run's memory estimate per device, checked against ``options.gpu_memory_gb``.
+
+    Raises:
+        DeviceError: the estimate exceeds the declared GPU memory (with the numbers).
+
+    """
+    limit = options.gpu_memory_gb
+    memory = resources.run_memory(
+        config, options.chunk_size, options.sr_mode, options.n_devices,
+        memory_bytes=None if limit is None else limit * 1e9,
+    )  # fmt: skip
+    if limit is not None and memory.total > limit * 1e9:
+        raise devices.DeviceError(
+            f"--gpu-memory-gb: the run needs about {memory.describe()}, more than the "
+            f"{limit:g} GB of one GPU; lower --chunk-size or --samples, use more GPUs "
+            "(gpus_per_run), or NetKet's on-the-fly SR"
+        )
+    return memory
+
+
+def _finished(config: RunConfig, out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` (checked to be this run), else ``None``."""
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    _check_same_run(config, summary["config"], summary_path)
+    print(f"[vitnqs] {out} already holds the finished run; nothing to do", file=sys.stderr)
+    return summary
+
+
+def _optimize(config: RunConfig, out: Path, options: RunOptions, used: list[Any]) -> dict[str, Any]:
+    """:func:`optimize` once the devices are checked and the directory is locked."""
+    summary_path = out / "summary.json"
     run = _Run(config, options, out)
     run.reference = _reference(config, options.reference_file)
     if run.reference is None:
@@ -501,6 +651,10 @@ def optimize(
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
 
+    # All outputs again, in full: Snakemake deletes the outputs of a job that fails, also
+    # of one that a second driver started on this directory while this run held the lock.
+    checkpoint.write_atomic(out / "init_params.msgpack", init_params)
+    _append_history(out / "history.csv", run.history, rewrite=True)
     checkpoint.write_atomic(
         out / "params.msgpack", flax.serialization.to_bytes(driver.state.parameters)
     )
@@ -508,9 +662,16 @@ def optimize(
     step_times = [row["time_s"] for row in run.history[1:]]  # step 0 includes compilation
     summary = {
         "config": dataclasses.asdict(config),
-        "options": {"chunk_size": options.chunk_size, "checkpoint_every": options.checkpoint_every},
+        "options": {
+            "chunk_size": options.chunk_size,
+            "checkpoint_every": options.checkpoint_every,
+            "network_dtype": options.network_dtype,
+            "device": options.device,
+            "n_devices": options.n_devices,
+        },
         "n_parameters": int(driver.state.n_parameters),
         "sr": "kernel (NTK, M < P)" if driver.use_ntk else "QGT (M >= P)",
+        "sr_mode": sr_mode_of(driver),
         "energy": energy,
         "energy_error": error,
         "energy_variance": variance,
@@ -526,8 +687,13 @@ def optimize(
         "median_step_time_s": statistics.median(step_times) if step_times else None,
         "total_time_s": run.elapsed(),
         "versions": _versions(),
-        "device": str(jax.devices()[0]),
-        "device_platform": jax.devices()[0].platform,
+        "device": str(used[0]),
+        "device_platform": used[0].platform,
+        "devices": [str(d) for d in used],
+        "peak_device_memory_bytes": _peak_device_memory(used),
+        "memory_estimate_bytes": resources.run_memory(
+            config, options.chunk_size, options.sr_mode, options.n_devices
+        ).total,
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
@@ -545,6 +711,8 @@ __all__ = [
     "ConfigError",
     "Diverged",
     "EXIT_BAD_INPUT",
+    "EXIT_BAD_SETUP",
+    "EXIT_BUSY",
     "EXIT_DIVERGED",
     "EXIT_INTERRUPTED",
     "Interrupted",

@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 from snakemake.utils import Paramspace
 
-from vitnqs.optimize import ConfigError, RunConfig
+from vitnqs.devices import DeviceError
+from vitnqs.optimize import ConfigError, RunConfig, RunOptions, check_memory
 
 RUN_COLUMNS = (
     "attention",
@@ -45,8 +46,23 @@ def preset(config: dict[str, Any]) -> dict[str, Any]:
     return config["presets"][name]
 
 
+def run_options(config: dict[str, Any]) -> RunOptions:
+    """How the selected preset's runs execute: chunk size, device, GPUs, GPU memory."""
+    chosen = preset(config)
+    return RunOptions(
+        chunk_size=chosen["chunk_size"],
+        device=chosen["device"],
+        n_devices=config.get("gpus_per_run", 1),
+        gpu_memory_gb=config.get("gpu_memory_gb") if chosen["device"] != "cpu" else None,
+    )
+
+
 def runs_table(config: dict[str, Any]) -> pd.DataFrame:
     """Every run of the selected preset, validated, with the sweeps that use it.
+
+    Besides each run's settings this checks, before anything runs, that its samples split
+    evenly over ``gpus_per_run`` devices and into chunks, and that its memory estimate
+    fits ``gpu_memory_gb``.
 
     Raises:
         ConfigError: naming the config field of the first invalid value.
@@ -59,6 +75,7 @@ def runs_table(config: dict[str, Any]) -> pd.DataFrame:
             f"presets.{config['preset']}.sweeps: missing {', '.join(missing)} "
             f"(needed by the figures and tables)"
         )
+    options = run_options(config)
     rows: dict[tuple, dict[str, Any]] = {}
     for sweep_name, sweep in chosen["sweeps"].items():
         hyper = {**chosen["hyperparameters"], **sweep.get("hyperparameters", {})}
@@ -79,9 +96,20 @@ def runs_table(config: dict[str, Any]) -> pd.DataFrame:
             )
             try:
                 run.validate()
-            except ConfigError as error:
+                options.validate(run)
+                if options.gpu_memory_gb is not None:
+                    check_memory(run, options)
+            except (ConfigError, DeviceError) as error:
+                fields = {
+                    "--n-devices": "gpus_per_run",
+                    "--gpu-memory-gb": "gpu_memory_gb",
+                    "--chunk-size": "chunk_size",
+                }
+                message = str(error)
+                for option, field in fields.items():
+                    message = message.replace(option, field)
                 raise ConfigError(
-                    f"presets.{config['preset']}.sweeps.{sweep_name}: {error}".replace("--", "")
+                    f"presets.{config['preset']}.sweeps.{sweep_name}: {message}".replace("--", "")
                 ) from None
             key = tuple(getattr(run, c) for c in RUN_COLUMNS)
             rows.setdefault(key, {**dict(zip(RUN_COLUMNS, key, strict=True)), "sweeps": []})

@@ -168,7 +168,19 @@ JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=16 RealMemory=64000 Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# Preemption by partition priority: a job in urgent (higher tier) that needs what a job
+# in a preemptible partition holds takes it. preemptible requeues the job under the
+# same id (it waits on a BeginTime of about 2 minutes), preemptible-cancel cancels it;
+# both first send SIGTERM, then SIGKILL GraceTime later (one smoke step and a checkpoint
+# take well under a second). debug, the default, is never preempted. Preemption
+# happens in a scheduling pass: every 10 s here instead of 60 s.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SchedulerParameters=sched_interval=10
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=preemptible Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=30
+PartitionName=preemptible-cancel Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=30
+PartitionName=urgent Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
   cat >/etc/slurm/gres.conf <<EOF
 AutoDetect=off

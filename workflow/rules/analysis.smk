@@ -10,6 +10,10 @@ rule attention_maps:
         "results/logs/attention_maps/{run}.log",
     conda:
         GPU_ENV
+    # a few forward passes: no GPU, the site's default (CPU) partition
+    resources:
+        runtime=30,
+        mem_mb=4000,
     params:
         samples=lambda wildcards: run_settings(wildcards)["samples"],
         run_dir=lambda wildcards, input: os.path.dirname(input.summary),

@@ -1,9 +1,11 @@
 # Helpers shared by the rules: config validation, the run table, resource estimates.
+import math
 import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.iocontainers import Wildcards
 from snakemake.utils import validate
 
 # The package in this repository is the code of the workflow, installed or not: the
@@ -16,7 +18,16 @@ shell.prefix(
 )
 
 import vitnqs.plots
-from vitnqs.sweeps import RUN_COLUMNS, in_sweep, preset, run_space, runs_table
+from vitnqs.optimize import RunConfig
+from vitnqs.resources import run_memory
+from vitnqs.sweeps import (
+    RUN_COLUMNS,
+    in_sweep,
+    preset,
+    run_options,
+    run_space,
+    runs_table,
+)
 from vitnqs.timing import timing_plan
 
 validate(config, "../schemas/config.schema.yaml")
@@ -24,6 +35,7 @@ validate(config, "../schemas/config.schema.yaml")
 SCALE = config["preset"]
 PRESET = preset(config)
 RUNS = runs_table(config)  # raises ConfigError naming the field of a bad value
+OPTIONS = run_options(config)  # device, GPUs per run, chunk size, GPU memory
 PARAMSPACE = run_space(RUNS)
 RUNS["run"] = list(PARAMSPACE.instance_patterns)
 RUN_DIR = "results/runs/{run}"
@@ -53,9 +65,7 @@ def every_core():
         return PRESET["threads"]
 
 
-CHUNK_ARG = (
-    "" if PRESET["chunk_size"] is None else f"--chunk-size {PRESET['chunk_size']}"
-)
+CHUNK_ARG = "" if OPTIONS.chunk_size is None else f"--chunk-size {OPTIONS.chunk_size}"
 
 # Conda environments (used with --software-deployment-method conda): the CUDA one for
 # the jobs that evaluate the network (it falls back to the CPU), the CPU one elsewhere.
@@ -91,7 +101,10 @@ def optimize_args(wildcards):
     """Command-line options of `vitnqs optimize` for one run."""
     settings = run_settings(wildcards)
     args = [f"--{key.replace('_', '-')} {settings[key]}" for key in RUN_COLUMNS]
-    return " ".join([*args, CHUNK_ARG])
+    args += [f"--device {OPTIONS.device}", f"--n-devices {OPTIONS.n_devices}", CHUNK_ARG]
+    if OPTIONS.gpu_memory_gb is not None:
+        args.append(f"--gpu-memory-gb {OPTIONS.gpu_memory_gb}")
+    return " ".join(args)
 
 
 def reference_file(wildcards):
@@ -99,20 +112,117 @@ def reference_file(wildcards):
     return f"results/references/L{s['L']}_J2{float(s['J2'])}.json"
 
 
-# Resource estimates for the cluster, from the paper's timings on one A100
+def site_resource(name, default=None):
+    """A value the site profile sets in `default-resources` for the workflow to read.
+
+    `max_runtime` (minutes), `gpu_partition` and `gpu_type` describe the site's GPU
+    partition; they shape the optimize jobs' requests only (names that the SLURM plugin
+    ignores: a `gpu_model` there would give every job a GPU), and `max_runtime` sizes
+    the retries, so they are needed before any job exists (Snakemake has no public API
+    for this; the settings object is the one its command line fills).
+    """
+    resources = workflow.resource_settings.default_resources
+    resource = None if resources is None else resources.get(name)
+    if resource is None:
+        return default
+    # evaluated like Snakemake evaluates it for a job, outside any job
+    context = dict(input=[], attempt=1, threads=1, rulename="", async_run=None)
+    return resource.evaluate(Wildcards(), **context).value
+
+
+MAX_RUNTIME = site_resource("max_runtime")  # None: no cap (local runs)
+if MAX_RUNTIME is not None and not (isinstance(MAX_RUNTIME, int) and MAX_RUNTIME >= 2):
+    raise WorkflowError(
+        f"default-resources: max_runtime must be a number of minutes >= 2 "
+        f"(the GPU partition's MaxTime), got {MAX_RUNTIME!r}"
+    )
+GPU_PARTITION = site_resource("gpu_partition")
+GPU_TYPE = site_resource("gpu_type")
+
+
+# Time estimates for the cluster, from the paper's timings on one A100
 # (Table 1: T5, L=10, 4 layers, M=6000: 28 h / 5000 steps = 20 s per step), assuming
-# time per step ~ 8.3e-6 s x samples x sites x layers; 1.5x margin plus 10 minutes,
-# and each retry gets `attempt` times more (a timed-out run resumes from its checkpoint).
-def runtime_minutes(wildcards, attempt):
-    s = run_settings(wildcards)
+# time per step ~ 8.3e-6 s x samples x sites x layers / GPUs; 1.5x margin plus 10 minutes.
+def runtime_estimate(s):
+    """Minutes one uninterrupted run needs."""
     seconds = 8.3e-6 * s["samples"] * s["L"] ** 2 * s["layers"] * s["steps"]
-    return int(attempt * (1.5 * seconds / 60 + 10))
+    return 1.5 * seconds / OPTIONS.n_devices / 60 + 10
 
 
-# Host memory: 4 GB for JAX and NetKet plus the samples' connected configurations.
+# Each attempt gets `attempt` times the estimate (in case this GPU is slower), but never
+# more than the site's cap: a longer run goes on over several jobs, each stopped by
+# SLURM's warning with a checkpoint, each resumed by the next.
+def runtime_minutes(wildcards, attempt):
+    minutes = attempt * runtime_estimate(run_settings(wildcards))
+    return int(minutes if MAX_RUNTIME is None else min(minutes, MAX_RUNTIME))
+
+
+# Jobs the longest run needs under the cap, plus 2 for failures and preemptions. Retries
+# belong to the Snakemake that submits jobs: inside a cluster job (remote execution)
+# they would rerun the rule in an allocation that is about to end.
+def optimize_retries():
+    if workflow.remote_exec:
+        return 0
+    longest = max(runtime_estimate(row) for _, row in RUNS.iterrows())
+    jobs = 1 if MAX_RUNTIME is None else math.ceil(longest / MAX_RUNTIME)
+    return jobs - 1 + 2
+
+
+# SLURM's warning before the time limit (the run checkpoints and exits 75): a quarter
+# of the job's time, at most 5 minutes, so that it fits a short cap too. slurmctld acts
+# on time limits every 30 s: the warning comes N to N + 30 s before the limit and the
+# job ends at the first check after it, so the run has N to N + 30 s to finish; N is at
+# least those 30 s.
+# SIGURG, not SIGUSR1, and no "B:": SLURM signals every process of the job step, the
+# Snakemake process that runs the rule and its shell too; they ignore SIGURG (by
+# default) but die from SIGUSR1, which kills the run before it checkpoints. With "B:"
+# only the batch shell gets it, dies, and the job ends at once.
+def slurm_warning(wildcards, attempt):
+    seconds = min(300, max(30, 60 * runtime_minutes(wildcards, attempt) // 4))
+    return f"--signal=URG@{seconds}"
+
+
+# Memory: the run's estimate (vitnqs.resources: SR Jacobian and kernel, activations,
+# runtime) plus 20 %. On the host too: a conservative request for GPU runs.
 def mem_mb(wildcards, attempt):
     s = run_settings(wildcards)
-    return int(4000 + 2.5e-3 * s["samples"] * s["L"] ** 2 * s["layers"])
+    config = RunConfig(
+        **{k: getattr(s[k], "item", lambda: s[k])() for k in RUN_COLUMNS}
+    )
+    gpu_memory = OPTIONS.gpu_memory_gb
+    estimate = run_memory(
+        config,
+        OPTIONS.chunk_size,
+        OPTIONS.sr_mode,
+        OPTIONS.n_devices,
+        memory_bytes=None if gpu_memory is None else gpu_memory * 1e9,
+    )
+    return int(1.2 * OPTIONS.n_devices * estimate.total / 1e6)
+
+
+# The site's GPU partition and model, where its profile names them (else the default
+# partition, and any GPU).
+GPU_SITE_RESOURCES = {
+    key: value
+    for key, value in (("slurm_partition", GPU_PARTITION), ("gpu_model", GPU_TYPE))
+    if value is not None
+}
+
+
+def benchmark_args(wildcards=None):
+    """Command-line options of `vitnqs benchmark` from the preset's `benchmark` section."""
+    bench = PRESET["benchmark"]
+    args = [
+        "--L " + " ".join(map(str, bench["L"])),
+        f"--samples {bench['samples']} --steps {bench['steps']}",
+        f"--max-minutes {bench['max_minutes']}",
+    ]
+    if bench["chunk_size"] is not None:
+        args.append(f"--chunk-size {bench['chunk_size']}")
+    if "sr_modes" in bench:
+        args.append("--sr-modes " + " ".join(bench["sr_modes"]))
+    args += [f"--{key} {value}" for key, value in bench.get("model", {}).items()]
+    return " ".join(args)
 
 
 # Code of the section 4.3 construction and of Figure 5, so editing it redraws Figure 5.

@@ -11,17 +11,17 @@ rule optimize:
         "results/logs/optimize/{run}.log",
     benchmark:
         "results/benchmarks/optimize/{run}.tsv"
-    # A retried job resumes from the checkpoint kept in the run directory. Retries belong
-    # to the Snakemake that submits jobs: inside a cluster job (remote execution) a
-    # rule's retries would rerun it in an allocation that is about to end.
-    retries: 0 if workflow.remote_exec else 2
+    # A retried job resumes from the checkpoint kept in the run directory.
+    retries: optimize_retries()
     conda:
         GPU_ENV
     threads: PRESET["threads"]
     resources:
-        gpu=1,
+        **GPU_SITE_RESOURCES,
+        gpu=OPTIONS.n_devices,
         runtime=runtime_minutes,
         mem_mb=mem_mb,
+        slurm_extra=slurm_warning,
     params:
         args=optimize_args,
         out=lambda wildcards, output: os.path.dirname(output.summary),

@@ -1,0 +1,226 @@
+"""GPU check of the pipeline's code: device and versions, a 30-step run, the phase table.
+
+Run by ``benchmarks/gpu_check.sh`` (which installs what the machine lacks); each
+section writes its file into ``--out`` as soon as it is done, so a run cut short by a
+time limit still returns the first ones:
+
+1. ``env.json``: device, memory, versions;
+2. ``run30.csv``: 31 steps (0-30) at the paper preset's settings on 6 x 6 (J2 = 0.5,
+   Factored, 4 layers), energy, relative error and acceptance printed every 5 steps;
+   the check: everything finite and E(30) below E(0) by more than 10 error bars;
+3. ``phases_*.csv``: ``python -m vitnqs benchmark`` at the paper preset's samples and
+   chunk size: L = 6 in every SR mode (the default first), L = 10 in the default
+   mode, then L = 6 with the float32 network.
+
+``--device cpu`` runs the same code at a toy size (smoke preset, 4 x 4) on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda13-pjrt", "jax-cuda12-plugin",
+            "jax-cuda12-pjrt", "flax", "optax", "netket", "numpy", "scipy", "numba",
+            "sparse", "plum-dispatch", "igraph", "pandas")  # fmt: skip
+
+
+def section(title: str) -> float:
+    """Print a section header; return the time it started."""
+    print(f"\n=== {title} ({time.strftime('%H:%M:%S')}) ===", flush=True)
+    return time.perf_counter()
+
+
+def environment(out: Path, device: str) -> dict:
+    """Section 1: device, memory and versions; exit 4 if a GPU was asked for but is absent."""
+    import jax
+
+    info = {"python": platform.python_version(), "host": platform.node()}
+    for name in PACKAGES:
+        try:
+            info[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            info[name] = None
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                         capture_output=True, text=True)  # fmt: skip
+    info["vitnqs_git"] = git.stdout.strip() or None
+    info["devices"] = [str(d) for d in jax.devices()]
+    info["platform"] = jax.devices()[0].platform
+    stats = jax.devices()[0].memory_stats() or {}
+    info["device_memory_gb"] = stats.get("bytes_limit", 0) / 1e9 or None
+    smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if device == "gpu" \
+        else None  # fmt: skip
+    info["nvidia_smi"] = smi.stdout.strip() if smi else None
+    for key, value in info.items():
+        print(f"{key:>18}: {value}")
+    (out / "env.json").write_text(json.dumps(info, indent=2) + "\n")
+    if device == "gpu" and info["platform"] != "gpu":
+        print("FAIL: --device gpu but JAX has no GPU backend", flush=True)
+        sys.exit(4)
+    return info
+
+
+def preset_settings(name: str) -> dict:
+    """Hyperparameters and chunk size of a preset of config.yaml."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    preset = config["presets"][name]
+    return {**preset["hyperparameters"], "chunk_size": preset["chunk_size"]}
+
+
+def run30(out: Path, toy: bool) -> bool:
+    """Section 2: the first 31 steps of a paper-preset run; True if the check passes."""
+    import jax
+    import numpy as np
+
+    from vitnqs.optimize import RunConfig, RunOptions, build_driver
+    from vitnqs.references import reference_energy, relative_error
+
+    s = preset_settings("smoke" if toy else "paper")
+    L, layers, steps = (4, 1, 11) if toy else (6, 4, 31)
+    config = RunConfig(
+        attention="factored", L=L, J2=0.5, layers=layers, d=s["d"], heads=s["heads"],
+        b=s["b"], samples=s["samples"], steps=s["steps"], lr=s["lr"],
+        diag_shift=s["diag_shift"],
+    )  # fmt: skip
+    print(f"{config}\nchunk_size {s['chunk_size']}; {steps} steps of the {config.steps}-step "
+          "schedule")  # fmt: skip
+    driver = build_driver(config, RunOptions(chunk_size=s["chunk_size"], progress=False))
+    print(f"parameters {driver.state.n_parameters}, SR driver {type(driver).__name__}, "
+          f"on the fly: {driver.on_the_fly}")  # fmt: skip
+    reference = reference_energy(L, config.J2)
+    rows, last = [], [time.perf_counter()]
+
+    def callback(step, log_data, driver):
+        jax.block_until_ready(driver.state.parameters)
+        now = time.perf_counter()
+        stats = log_data["Energy"]
+        energy = float(np.real(stats.mean)) / config.n_sites
+        row = {
+            "step": step,
+            "energy": energy,
+            "energy_error": float(stats.error_of_mean) / config.n_sites,
+            "rel_error": relative_error(energy, reference),
+            "acceptance": float(driver.state.sampler_state.acceptance),
+            "time_s": now - last[0],
+        }
+        last[0] = now
+        rows.append(row)
+        if step % 5 == 0 or step == steps - 1:
+            print("step {step:3d}  E/N {energy:.6f} +- {energy_error:.6f}  rel.err {rel_error:.3e}"
+                  "  acc {acceptance:.3f}  {time_s:.2f} s".format(**row), flush=True)  # fmt: skip
+        return True
+
+    driver.run(steps, callback=callback, show_progress=False)
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "run30.csv", index=False)
+    first, final = rows[0], rows[-1]
+    sigma = math.hypot(first["energy_error"], final["energy_error"])
+    finite = bool(np.isfinite(table[["energy", "energy_error"]].to_numpy()).all())
+    drop = (first["energy"] - final["energy"]) / sigma if sigma > 0 else math.nan
+    passed = finite and drop > 10
+    median_step = float(table["time_s"].iloc[1:].median())
+    print(f"{'PASS' if passed else 'FAIL'}: finite={finite}, E(0)-E({final['step']}) = "
+          f"{drop:.1f} error bars (need > 10); median step {median_step:.2f} s "
+          f"(step 0 with compilation {rows[0]['time_s']:.1f} s)", flush=True)  # fmt: skip
+    return passed
+
+
+def phases(out: Path, toy: bool, deadline: float) -> None:
+    """Section 3: the phase table, most important cases first, until the deadline."""
+    s = preset_settings("smoke" if toy else "paper")
+    common = ["--samples", str(s["samples"]), "--steps", "2" if toy else "3"]
+    if s["chunk_size"]:
+        common += ["--chunk-size", str(s["chunk_size"])]
+    if toy:
+        common += ["--d", "8", "--heads", "2", "--layers", "1", "--attention", "factored"]
+    from vitnqs.optimize import RunConfig
+    from vitnqs.resources import run_sr_mode
+
+    # the device memory from section 1: JAX in this (parent) process would take the
+    # GPU's memory away from the benchmark's child processes
+    env = json.loads((out / "env.json").read_text())
+    memory = (env["device_memory_gb"] or 16) * 1e9
+    largest = RunConfig("t5", 4 if toy else 10, 0.5, 1 if toy else 4, d=s["d"], heads=s["heads"],
+                        samples=s["samples"])  # fmt: skip
+    default = run_sr_mode(largest, s["chunk_size"], 1, memory)
+    others = [mode for mode in ("explicit", "symmetric", "onthefly") if mode != default]
+    small = ["--L", "4"] if toy else ["--L", "6"]
+    # most important first: the default mode at L = 6 (with the other modes on the
+    # same samples), at L = 10, then the float32 network
+    parts = [
+        ("L6", [*small, "--sr-modes", default, *others, "--no-driver-step"]),
+        ("L10", [] if toy else ["--L", "10", "--sr-modes", default, "--no-driver-step"]),
+        ("L6_float32", [*small, "--sr-modes", default, "--network-dtypes", "float32",
+                        "--attention", "factored", *([] if toy else ["t5"]), "--no-driver-step"]),
+    ]  # fmt: skip
+    for name, extra in parts:
+        if not extra:
+            continue
+        left = (deadline - time.perf_counter()) / 60
+        if left < 1:
+            print(f"phases {name}: skipped, {left:.1f} min left", flush=True)
+            continue
+        section(f"phases {name}")
+        command = [sys.executable, "-m", "vitnqs", "benchmark", *common, *extra,
+                   "--max-minutes", f"{max(left - 1.5, 0.1):.1f}",
+                   "--out", str(out / f"phases_{name}.csv")]  # fmt: skip
+        print(" ".join(command[1:]), flush=True)
+        subprocess.run(command)
+
+
+def main() -> int:
+    """Run the sections (each in its own process: a JAX process keeps its GPU memory)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
+    parser.add_argument("--out", required=True, help="directory for the section files")
+    parser.add_argument("--minutes", type=float, default=8.5, help="time budget of the check")
+    parser.add_argument("--sections", default="123", help="which sections to run (%(default)s)")
+    parser.add_argument("--section", help=argparse.SUPPRESS)  # one section, in a child
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    toy = args.device == "cpu"
+    if args.section == "1":
+        environment(out, args.device)
+        return 0
+    if args.section == "2":
+        t = time.perf_counter()
+        passed = run30(out, toy)
+        print(f"section 2 took {time.perf_counter() - t:.0f} s", flush=True)
+        return 0 if passed else 1
+    start = time.perf_counter()
+    titles = {
+        "1": "1. device and versions",
+        "2": "2. 30 steps at the paper preset's settings" + (" (toy size)" if toy else ""),
+    }
+    status = 0
+    for number in args.sections:
+        if number == "3":
+            section("3. phase table")
+            phases(out, toy, start + 60 * args.minutes)
+            continue
+        section(titles[number])
+        child = [sys.executable, __file__, "--section", number, "--device", args.device,
+                 "--out", str(out)]  # fmt: skip
+        code = subprocess.run(child).returncode
+        if number == "1" and code:
+            return code  # no GPU: nothing else can run
+        status = status or code
+    print(f"\ngpu_check done in {time.perf_counter() - start:.0f} s", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

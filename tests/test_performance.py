@@ -1,0 +1,100 @@
+"""The phase benchmark: operation counts, a faithful split, SR-mode choice, no recompilation."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitnqs import performance
+from vitnqs.models import ATTENTIONS, ViT
+from vitnqs.optimize import RunConfig, RunOptions, build_driver, optimize
+from vitnqs.resources import SR_MODES
+
+TINY = RunConfig(attention="t5", L=4, J2=0.5, layers=1, d=8, heads=2, samples=32, steps=6)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("L", [6, 10])
+def test_forward_flops_against_xla(attention, L):
+    """At the paper's size the matrix products are 90-100% of XLA's count (which adds
+    the elementwise operations: layer norms, softmax, GELU)."""
+    model = ViT(attention, layers=4, d=60, heads=10, b=2)
+    batch = jnp.ones((16, L * L))
+    params = model.init(jax.random.key(0), batch[:1])
+    xla = jax.jit(model.apply).lower(params, batch).compile().cost_analysis()["flops"] / 16
+    ratio = performance.forward_flops(attention, L, 4, 60, 10, 2) / xla
+    assert 0.9 < ratio <= 1.0
+
+
+def test_forward_flops_by_hand():
+    # L = 4, b = 2: n = 4 patches; d = 2, one block
+    # embedding 2*4*4*2 = 64; factored block 20*4*4 + 2*16*2 = 384; head 4*4 = 16
+    assert performance.forward_flops("factored", 4, 1, 2, 1, 2) == 64 + 384 + 16
+    # T5 adds queries and keys 4*4*4 = 64 and logits 2*16*2 = 64
+    assert performance.forward_flops("t5", 4, 1, 2, 1, 2) == 64 + 384 + 128 + 16
+
+
+def test_phase_flops_kernel_counts():
+    M, P = 600, 100
+    flops = performance.phase_flops(1.0, samples=M, n_sites=16, max_conn=65, n_parameters=P,
+                                    mode="explicit")  # fmt: skip
+    # 2 (2M)^2 P + (2M)^3 / 3 + 2 (2M) P
+    product, rest = 2 * 1200**2 * P, 1200**3 / 3 + 2 * 1200 * P
+    assert flops["kernel_solve"] == pytest.approx(product + rest)
+    assert flops["sampling"] == 16 * M and flops["local_energies"] == 65 * M
+    assert flops["jacobian"] == 5 * M
+    # 1200 rows make 4 blocks: 10 of the 16 block products
+    symmetric = performance.phase_flops(1.0, M, 16, 65, P, "symmetric")
+    assert symmetric["kernel_solve"] == pytest.approx(10 / 16 * product + rest)
+    onthefly = performance.phase_flops(1.0, M, 16, 65, P, "onthefly")
+    assert onthefly["jacobian"] == 0
+    assert onthefly["kernel_solve"] == pytest.approx(flops["kernel_solve"] + flops["jacobian"])
+
+
+def test_phases_reproduce_the_driver_update():
+    driver = build_driver(TINY, RunOptions(sr_mode="explicit", progress=False))
+    errors = performance.split_error(driver, ["explicit", "symmetric", "onthefly"])
+    assert errors["explicit"] < 1e-12  # the same NetKet functions, compiled apart
+    assert max(errors.values()) < 1e-9
+
+
+def test_measure_rows():
+    case = performance.Case(attention="factored", L=4, sr_modes=("symmetric", "onthefly"),
+                            samples=16, chunk_size=8, layers=1, d=4, heads=2, steps=1)  # fmt: skip
+    result = performance.measure(case)
+    table = pd.DataFrame(performance.rows(result))
+    assert set(table.sr_mode) == {"symmetric", "onthefly"}
+    for mode, group in table.groupby("sr_mode"):
+        times = group.set_index("phase")["median_s"]
+        phases = list(performance.PHASES)
+        assert times[phases].sum() == pytest.approx(times["step"])
+        timed = [p for p in phases if not (mode == "onthefly" and p == "jacobian")]
+        assert (times[timed] > 0).all()
+    assert "driver_step" in set(table[table.sr_mode == "symmetric"].phase)
+    assert (table.matmul_gflops > 0).all()
+
+
+def test_no_recompilation_between_steps(tmp_path, caplog):
+    """After the first steps, an optimization step compiles nothing."""
+    config = RunConfig(**{**TINY.__dict__, "steps": 7})
+    driver = build_driver(config, RunOptions(progress=False))
+    driver.run(3, show_progress=False)  # step 0 and 1 compile (running statistics change)
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        driver.run(3, show_progress=False)
+    compiled = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
+    assert compiled == []
+
+
+def test_short_run_energies_do_not_depend_on_the_sr_mode(tmp_path):
+    histories = {}
+    for mode in SR_MODES:
+        optimize(TINY, tmp_path / mode, RunOptions(sr_mode=mode, progress=False))
+        histories[mode] = pd.read_csv(tmp_path / mode / "history.csv")
+    for mode in ("symmetric", "onthefly"):
+        np.testing.assert_allclose(
+            histories[mode].energy, histories["explicit"].energy, rtol=1e-9, atol=0
+        )
