@@ -87,13 +87,16 @@ def test_gpus_and_gpu_memory_are_checked_before_anything_runs():
     ):
         runs_table(_config(**{"gpus_per_run": 2, "presets.quick.chunk_size": 96}))
     runs_table(_config(gpus_per_run=4))  # 64 samples per GPU, in one chunk: fine
+    # the paper's L = 10, 4-layer runs: 39.6 GB with the Jacobian in memory (sr_mode auto
+    # takes it on 80 GB), 23.3 GB on the fly (taken on 24 GB, too much for 16 GB)
     with pytest.raises(
         ConfigError,
-        match=r"presets.paper.sweeps.fig2: gpu_memory_gb: the run needs about 38.4 GB per device "
-        r"\(Jacobian 35.38",
+        match=r"presets.paper.sweeps.fig3: gpu_memory_gb: the run needs about 23.3 GB per device "
+        r"\(Jacobian 1.48, kernel 1.15, activations 19.65, runtime 1.0\) with SR mode onthefly",
     ):
-        runs_table(_config(preset="paper", gpu_memory_gb=24))
-    runs_table(_config(preset="paper", gpu_memory_gb=80))  # an 80 GB GPU fits every run
+        runs_table(_config(preset="paper", gpu_memory_gb=16))
+    runs_table(_config(preset="paper", gpu_memory_gb=24))
+    runs_table(_config(preset="paper", gpu_memory_gb=80))
 
 
 def _snakemake(workdir, *args, timeout=900):

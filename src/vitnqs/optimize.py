@@ -590,15 +590,16 @@ def check_memory(config: RunConfig, options: RunOptions) -> resources.MemoryEsti
 
     """
     limit = options.gpu_memory_gb
-    memory = resources.run_memory(
-        config, options.chunk_size, options.sr_mode, options.n_devices,
-        memory_bytes=None if limit is None else limit * 1e9,
-    )  # fmt: skip
+    memory_bytes = None if limit is None else limit * 1e9
+    mode = options.sr_mode
+    if mode == "auto":
+        mode = resources.run_sr_mode(config, options.chunk_size, options.n_devices, memory_bytes)
+    memory = resources.run_memory(config, options.chunk_size, mode, options.n_devices)
     if limit is not None and memory.total > limit * 1e9:
         raise devices.DeviceError(
-            f"--gpu-memory-gb: the run needs about {memory.describe()}, more than the "
-            f"{limit:g} GB of one GPU; lower --chunk-size or --samples, use more GPUs "
-            "(gpus_per_run), or NetKet's on-the-fly SR"
+            f"--gpu-memory-gb: the run needs about {memory.describe()} with SR mode {mode}, "
+            f"more than the {limit:g} GB of one GPU; lower --chunk-size or --samples, or use "
+            "more GPUs (gpus_per_run)" + ("" if mode == "onthefly" else " or --sr-mode onthefly")
         )
     return memory
 
