@@ -71,13 +71,7 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         choices=NETWORK_DTYPES,
         help="arithmetic of the network; kernel and solve stay float64 (%(default)s)",
     )
-    p.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: "
-        "what JAX finds, but refuse a SLURM GPU allocation that JAX cannot use (%(default)s)",
-    )
+    _add_device(p)
     p.add_argument(
         "--n-devices",
         type=int,
@@ -97,14 +91,29 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_optimize)
 
 
-def _configure_devices(argv: list[str]) -> int | None:
-    """Apply ``optimize``'s --device and --n-devices before anything imports NetKet.
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: "
+        "what JAX finds, but refuse a SLURM GPU allocation that JAX cannot use (%(default)s)",
+    )
+
+
+GUARDED_COMMANDS = ("optimize", "step-times", "benchmark")
+"""Commands that evaluate the network: --device is applied and checked before NetKet loads."""
+
+
+def _configure_devices(command: str, argv: list[str]) -> int | None:
+    """Apply a command's --device (and --n-devices) before anything imports NetKet.
 
     NetKet starts JAX's backends when imported (building the parser imports it), after
     which the platform and the number of CPU devices are fixed. The device guard runs
     here too, so that a refused run stops within seconds (a finished run, which needs no
-    device, is left to :func:`vitnqs.optimize.optimize`). Bad values are left for the real
-    parser to report.
+    device, is left to :func:`vitnqs.optimize.optimize`; a benchmark's case process,
+    without --out, inherits the platform). Bad values are left for the real parser to
+    report.
 
     Returns:
         The exit code of a refused run, else ``None``.
@@ -124,7 +133,7 @@ def _configure_devices(argv: list[str]) -> int | None:
     try:
         devices.require_device(known.device, max(known.n_devices, 1))
     except devices.DeviceError as error:
-        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        print(f"vitnqs {command}: error: {error}", file=sys.stderr)
         return devices.EXIT_BAD_SETUP
     return None
 
@@ -291,6 +300,7 @@ def _add_step_times(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", required=True, help="CSV of the runs to time (run settings)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per run (%(default)s)")
     p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk, as the runs")
+    _add_device(p)
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(handler=_step_times)
 
@@ -459,6 +469,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="CSV of the phases (one row per case and phase)")
     p.add_argument("--markdown", help="also write the summary table here")
+    _add_device(p)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.set_defaults(handler=_benchmark)
 
@@ -530,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["optimize"]:
-        refused = _configure_devices(argv[1:])
+    if argv[:1] and argv[0] in GUARDED_COMMANDS:
+        refused = _configure_devices(argv[0], argv[1:])
         if refused is not None:
             return refused
     args = build_parser().parse_args(argv)

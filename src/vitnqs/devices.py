@@ -96,6 +96,7 @@ def configure(kind: str, count: int = 1) -> None:
 
     if kind != "cpu" or xla_bridge.backends_are_initialized():
         return
+    os.environ["JAX_PLATFORMS"] = "cpu"  # and in child processes (vitnqs benchmark cases)
     jax.config.update("jax_platforms", "cpu")
     if count > 1:
         jax.config.update("jax_num_cpu_devices", count)

@@ -43,10 +43,10 @@ rule step_times:
     resources:
         gpu=1,
     params:
-        chunk=CHUNK_ARG,
+        run=f"{CHUNK_ARG} {DEVICE_ARG}",
         steps=TIMED_STEPS,
     shell:
-        "python -m vitnqs step-times --plan {input} --steps {params.steps} {params.chunk}"
+        "python -m vitnqs step-times --plan {input} --steps {params.steps} {params.run}"
         " --out {output} > {log} 2>&1"
 
 

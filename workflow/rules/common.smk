@@ -65,6 +65,8 @@ def every_core():
         return PRESET["threads"]
 
 
+# the runs' chunk size and device, for the jobs that time their steps
+DEVICE_ARG = f"--device {OPTIONS.device}"
 CHUNK_ARG = "" if OPTIONS.chunk_size is None else f"--chunk-size {OPTIONS.chunk_size}"
 
 # Conda environments (used with --software-deployment-method conda): the CUDA one for
@@ -101,7 +103,7 @@ def optimize_args(wildcards):
     """Command-line options of `vitnqs optimize` for one run."""
     settings = run_settings(wildcards)
     args = [f"--{key.replace('_', '-')} {settings[key]}" for key in RUN_COLUMNS]
-    args += [f"--device {OPTIONS.device}", f"--n-devices {OPTIONS.n_devices}", CHUNK_ARG]
+    args += [DEVICE_ARG, f"--n-devices {OPTIONS.n_devices}", CHUNK_ARG]
     if OPTIONS.gpu_memory_gb is not None:
         args.append(f"--gpu-memory-gb {OPTIONS.gpu_memory_gb}")
     return " ".join(args)
@@ -215,7 +217,7 @@ def benchmark_args(wildcards=None):
     args = [
         "--L " + " ".join(map(str, bench["L"])),
         f"--samples {bench['samples']} --steps {bench['steps']}",
-        f"--max-minutes {bench['max_minutes']}",
+        f"--max-minutes {bench['max_minutes']} {DEVICE_ARG}",
     ]
     if bench["chunk_size"] is not None:
         args.append(f"--chunk-size {bench['chunk_size']}")
