@@ -28,10 +28,10 @@ TINY_ARGS = [
 ]
 
 
-def _cli(*args, env=None, timeout=600):
+def _cli(*args, env=None, timeout=600, command="optimize"):
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "vitnqs", "optimize", *map(str, args)],
+        [sys.executable, "-m", "vitnqs", command, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -62,6 +62,22 @@ def test_gpu_run_without_cuda_stops_before_writing_anything(tmp_path):
     assert "requirements-cuda.lock" in done.stderr and "conda" in done.stderr
     assert not (tmp_path / "run").exists()
     print(f"\n[devices] --device gpu refused after {took:.1f} s (process start to exit)")
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("step-times", ("--plan", "plan.csv", "--steps", "2")),
+        ("benchmark", ("--L", "4", "--layers", "1", "--d", "8", "--heads", "2")),
+    ],
+)
+def test_timing_commands_are_guarded_like_runs(command, args, tmp_path):
+    """The jobs that time steps hold a GPU on a cluster too: a CPU fallback is refused."""
+    out = tmp_path / "times.csv"
+    done, _ = _cli(*args, "--device", "gpu", "--out", out, command=command)
+    assert done.returncode == EXIT_BAD_SETUP, done.stderr
+    assert f"vitnqs {command}: error: --device gpu: JAX has no GPU backend" in done.stderr
+    assert not out.exists()
 
 
 def test_auto_refuses_a_gpu_allocation_that_jax_cannot_use(tmp_path):
