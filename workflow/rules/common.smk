@@ -57,8 +57,12 @@ TIMED_STEPS = 10  # per run of the fig3 sweep, after its compilation step
 def every_core():
     """Threads of a job that must run alone: all local cores (``--cores``).
 
-    Without ``--cores`` (a cluster executor) every job has an allocation of its own.
+    Under a cluster executor every job has an allocation of its own, sized from the
+    preset's threads when it is submitted (no ``--cores`` there); inside the job
+    (``SLURM_JOB_ID``) the same number, or its step would ask for more than it holds.
     """
+    if "SLURM_JOB_ID" in os.environ:
+        return PRESET["threads"]
     try:
         return workflow.cores
     except WorkflowError:
