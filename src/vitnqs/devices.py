@@ -40,6 +40,11 @@ class DeviceError(RuntimeError):
     """The requested devices are not usable; the message says why and how to fix it."""
 
 
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+"""``XLA_FLAGS`` of a CPU run given one thread (the workflow's runs side by side): XLA's
+thread pool takes every core by default. Results change in the last digits with it."""
+
+
 def allocated_gpus(environ: Mapping[str, str] | None = None) -> str | None:
     """The GPUs the batch system gave this process, or ``None`` if it gave none.
 

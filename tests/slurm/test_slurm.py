@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from vitnqs import checkpoint  # noqa: E402
+from vitnqs.devices import XLA_ONE_THREAD  # noqa: E402
 from vitnqs.optimize import HISTORY_COLUMNS, RunConfig  # noqa: E402
 from vitnqs.sweeps import run_space, runs_table  # noqa: E402
 
@@ -372,6 +373,8 @@ def _local_run(settings: dict, reference: Path, out: Path, threads: int) -> subp
     blas = ("OMP", "GOTO", "OPENBLAS", "MKL", "NUMEXPR")
     env = {**_env(), **{f"{name}_NUM_THREADS": str(threads) for name in blas}}
     env["VECLIB_MAXIMUM_THREADS"] = str(threads)
+    if threads == 1:  # and XLA's own thread pool, as the optimize rule does
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}"
     return subprocess.Popen(
         [sys.executable, "-m", "vitnqs", "optimize", *options, "--device", "cpu",
          "--reference", reference, "--quiet", "--out", out],

@@ -18,6 +18,7 @@ shell.prefix(
 )
 
 import vitnqs.plots
+from vitnqs.devices import XLA_ONE_THREAD
 from vitnqs.optimize import RunConfig
 from vitnqs.resources import run_memory
 from vitnqs.sweeps import (
@@ -46,11 +47,7 @@ PLANS = {
 }
 # A preset with one thread per run gets one: XLA's CPU thread pool takes every core by
 # default, so runs side by side would oversubscribe them.
-XLA_THREAD_FLAGS = (
-    "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    if PRESET["threads"] == 1
-    else ""
-)
+XLA_THREAD_FLAGS = XLA_ONE_THREAD if PRESET["threads"] == 1 else ""
 TIMED_STEPS = 10  # per run of the fig3 sweep, after its compilation step
 
 
