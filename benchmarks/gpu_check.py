@@ -56,8 +56,9 @@ def environment(out: Path, device: str) -> dict:
     info["vitnqs_git"] = git.stdout.strip() or None
     info["devices"] = [str(d) for d in jax.devices()]
     info["platform"] = jax.devices()[0].platform
-    stats = jax.devices()[0].memory_stats() or {}
-    info["device_memory_gb"] = stats.get("bytes_limit", 0) / 1e9 or None
+    from vitnqs.measure import device_memory_bytes
+
+    info["device_memory_gb"] = device_memory_bytes() / 1e9
     smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if device == "gpu" \
         else None  # fmt: skip
     info["nvidia_smi"] = smi.stdout.strip() if smi else None
@@ -82,7 +83,10 @@ def run30(out: Path, toy: bool) -> bool:
     import jax
     import numpy as np
 
-    from vitnqs.optimize import RunConfig, RunOptions, build_driver
+    from vitnqs import measure
+    from vitnqs.config import RunConfig, RunOptions
+    from vitnqs.optimize import build_driver
+    from vitnqs.plan import plan_run
     from vitnqs.references import reference_energy, relative_error
 
     s = preset_settings("smoke" if toy else "paper")
@@ -96,15 +100,16 @@ def run30(out: Path, toy: bool) -> bool:
     )  # fmt: skip
     print(f"{config}\nchunk_size {s['chunk_size']}; {steps} steps of the {config.steps}-step "
           "schedule")  # fmt: skip
-    driver = build_driver(config, RunOptions(chunk_size=s["chunk_size"], progress=False))
+    options = RunOptions(chunk_size=s["chunk_size"], progress=False)
+    plan = plan_run(config, options, reported_bytes=measure.device_memory_bytes())
+    driver = build_driver(config, options, plan)
     print(f"parameters {driver.state.n_parameters}, SR driver {type(driver).__name__}, "
-          f"on the fly: {driver.on_the_fly}")  # fmt: skip
+          f"{plan.describe()}")  # fmt: skip
     reference = reference_energy(L, config.J2)
-    rows, last = [], [time.perf_counter()]
+    rows, clock = [], measure.Stopwatch()
 
     def callback(step, log_data, driver):
         jax.block_until_ready(driver.state.parameters)
-        now = time.perf_counter()
         stats = log_data["Energy"]
         energy = float(np.real(stats.mean)) / config.n_sites
         row = {
@@ -113,9 +118,9 @@ def run30(out: Path, toy: bool) -> bool:
             "energy_error": float(stats.error_of_mean) / config.n_sites,
             "rel_error": relative_error(energy, reference),
             "acceptance": float(driver.state.sampler_state.acceptance),
-            "time_s": now - last[0],
+            "time_s": clock.stop(),
         }
-        last[0] = now
+        clock.start()
         rows.append(row)
         if step % 5 == 0 or step == steps - 1:
             print("step {step:3d}  E/N {energy:.6f} +- {energy_error:.6f}  rel.err {rel_error:.3e}"
@@ -132,7 +137,7 @@ def run30(out: Path, toy: bool) -> bool:
     finite = bool(np.isfinite(table[["energy", "energy_error"]].to_numpy()).all())
     drop = (first["energy"] - final["energy"]) / sigma if sigma > 0 else math.nan
     passed = finite and drop > 10
-    median_step = float(table["time_s"].iloc[1:].median())
+    median_step = measure.median_after_compile(list(table["time_s"]))
     print(f"{'PASS' if passed else 'FAIL'}: finite={finite}, E(0)-E({final['step']}) = "
           f"{drop:.1f} error bars (need > 10); median step {median_step:.2f} s "
           f"(step 0 with compilation {rows[0]['time_s']:.1f} s)", flush=True)  # fmt: skip
@@ -147,8 +152,8 @@ def phases(out: Path, toy: bool, deadline: float) -> None:
         common += ["--chunk-size", str(s["chunk_size"])]
     if toy:
         common += ["--d", "8", "--heads", "2", "--layers", "1", "--attention", "factored"]
-    from vitnqs.optimize import RunConfig
-    from vitnqs.resources import run_sr_mode
+    from vitnqs.config import RunConfig, RunOptions
+    from vitnqs.plan import plan_run
 
     # the device memory from section 1: JAX in this (parent) process would take the
     # GPU's memory away from the benchmark's child processes
@@ -156,7 +161,9 @@ def phases(out: Path, toy: bool, deadline: float) -> None:
     memory = (env["device_memory_gb"] or 16) * 1e9
     largest = RunConfig("t5", 4 if toy else 10, 0.5, 1 if toy else 4, d=s["d"], heads=s["heads"],
                         samples=s["samples"])  # fmt: skip
-    default = run_sr_mode(largest, s["chunk_size"], 1, memory)
+    default = plan_run(
+        largest, RunOptions(chunk_size=s["chunk_size"]), reported_bytes=memory
+    ).sr_mode
     others = [mode for mode in ("explicit", "symmetric", "onthefly") if mode != default]
     small = ["--L", "4"] if toy else ["--L", "6"]
     # most important first: the default mode at L = 6 (with the other modes on the

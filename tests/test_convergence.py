@@ -7,7 +7,8 @@ shift of 1e-4 is not used at this size.
 
 import pytest
 
-from vitnqs.optimize import RunConfig, RunOptions, optimize
+from vitnqs.config import RunConfig, RunOptions
+from vitnqs.optimize import optimize
 from vitnqs.physics import exact_ground_state_energy
 
 SMALL = {"L": 4, "d": 16, "heads": 4, "b": 2, "lr": 0.1, "diag_shift": 1e-2, "seed": 0}

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from vitnqs.cli import main
+from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.findings import findings, identity_fit
-from vitnqs.optimize import RunConfig
-from vitnqs.sweeps import RUN_COLUMNS
 from vitnqs.tables import table1, table1_text
 
 SMALL = {"d": 16, "heads": 4, "b": 2, "samples": 512, "steps": 300, "lr": 0.05, "diag_shift": 0.01}

@@ -16,17 +16,9 @@ import pytest
 
 from vitnqs import checkpoint
 from vitnqs.cli import main
-from vitnqs.optimize import (
-    EXIT_INTERRUPTED,
-    HISTORY_COLUMNS,
-    ConfigError,
-    Diverged,
-    Interrupted,
-    RunConfig,
-    RunOptions,
-    _Run,
-    optimize,
-)
+from vitnqs.config import ConfigError, RunConfig, RunOptions
+from vitnqs.optimize import DIVERGENCES, HISTORY_COLUMNS, _Run, optimize
+from vitnqs.stops import EXIT_INTERRUPTED, Diverged, Interrupted
 
 TINY = RunConfig(
     attention="factored", L=4, J2=0.0, layers=1, d=8, heads=2, samples=32, steps=8, seed=1
@@ -184,7 +176,10 @@ def test_exploding_energy_stops_the_run(tmp_path, monkeypatch):
         (["--d", "10", "--heads", "4"], "--d/--heads: d=10 is not divisible by heads=4"),
         (["--steps", "0"], "--steps: must be > 0"),
         (["--samples", "-5"], "--samples: must be > 0"),
-        (["--J2", "-0.1"], "--J2: must be >= 0"),
+        (["--J2", "-0.1"], "--J2: must be finite and >= 0"),
+        (["--diag-shift", "inf"], "--diag-shift: must be finite and > 0 (got inf)"),
+        (["--lr", "nan"], "--lr: must be finite and > 0 (got nan)"),
+        (["--gpu-memory-gb", "inf"], "--gpu-memory-gb: must be finite and > 0 (got inf)"),
     ],
 )
 def test_bad_input_names_the_option_and_exits_2(args, message, tmp_path, capsys):
@@ -236,3 +231,118 @@ def test_cli_sigterm_exit_code_and_resume(uninterrupted, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     _assert_same_history(uninterrupted[0], tmp_path)
+
+
+def _set_energy_at(monkeypatch, step_to_change, per_site):
+    """Make the energy of one step read ``per_site`` (the divergence guard's input)."""
+    original = _Run.step_end
+
+    def change(self, step, log_data, driver):
+        if step == step_to_change:
+            log_data["Energy"] = log_data["Energy"].replace(mean=per_site * TINY.n_sites)
+        original(self, step, log_data, driver)
+
+    monkeypatch.setattr(_Run, "step_end", change)
+
+
+def test_exploding_state_above_the_spectrum_stops_the_run_and_drops_its_checkpoint(
+    tmp_path, monkeypatch
+):
+    # 4 x 4, J2 = 0: 32 bonds of at most +1/4 each, 0.5 per site
+    _set_energy_at(monkeypatch, 3, per_site=8.9e128)
+    every_step = RunOptions(checkpoint_every=1, progress=False)
+    with pytest.raises(
+        Diverged, match=r"step 3: the energy per site 8.9e\+128 rose above .* 0.5000"
+    ):
+        optimize(TINY, tmp_path, every_step)
+    # the checkpoint of step 3 held the parameters whose energy left the bounds
+    assert checkpoint.load_checkpoint(tmp_path)["step"] == 2
+
+
+def test_a_diverged_run_resumes_with_half_the_learning_rate_then_stops_for_good(
+    uninterrupted, tmp_path, monkeypatch, capsys
+):
+    _set_energy_at(monkeypatch, 5, per_site=-50.0)
+    with pytest.raises(Diverged, match="rerunning resumes from it with the learning rate x0.5"):
+        optimize(TINY, tmp_path, EVERY2)
+    monkeypatch.undo()
+    summary = optimize(TINY, tmp_path, EVERY2)  # the retry: from step 4, half the rate
+    assert "remedy: the run diverged at step 5; it goes on from step 4" in capsys.readouterr().err
+    assert summary["lr_factor"] == 0.5 and [d["step"] for d in summary["divergences"]] == [5]
+    history, clean = _history(tmp_path), _history(uninterrupted[0])
+    pd.testing.assert_frame_equal(history[DETERMINISTIC][:4], clean[DETERMINISTIC][:4])
+    np.testing.assert_allclose(history.lr[4:], 0.5 * clean.lr[4:], rtol=1e-12)
+    # after the remedies allowed, a further divergence is not retried: refused at once
+    (tmp_path / "summary.json").unlink()
+    records = json.loads((tmp_path / DIVERGENCES).read_text())
+    (tmp_path / DIVERGENCES).write_text(json.dumps(records * 3))
+    with pytest.raises(Diverged, match="diverged 3 times .* it is not retried"):
+        optimize(TINY, tmp_path, EVERY2)
+
+
+def test_a_truncated_summary_makes_the_run_unfinished(uninterrupted, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run)
+    (run / "summary.json").write_text((run / "summary.json").read_text()[:200])
+    summary = optimize(TINY, run, EVERY2)
+    assert "summary.json is unreadable" in capsys.readouterr().err
+    assert summary["energy"] == uninterrupted[1]["energy"]  # the same final evaluation
+    assert json.loads((run / "summary.json").read_text()) == summary
+
+
+def test_no_readable_checkpoint_says_the_run_starts_over(tmp_path, monkeypatch, capsys):
+    _interrupt_at(monkeypatch, step_to_signal=4)
+    with pytest.raises(Interrupted):
+        optimize(TINY, tmp_path, EVERY2)
+    monkeypatch.undo()
+    for name in (checkpoint.CURRENT, checkpoint.PREVIOUS):
+        (tmp_path / name).write_bytes(b"garbage")
+    optimize(TINY, tmp_path, EVERY2)
+    err = capsys.readouterr().err
+    assert "no readable checkpoint left" in err and "starts over from step 0" in err
+    assert "resuming" not in err
+
+
+TINY_ARGV = [
+    *("optimize", "--attention", "factored", "--L", "4", "--J2", "0", "--layers", "1"),
+    *("--d", "8", "--heads", "2", "--samples", "32", "--steps", "8", "--seed", "1", "--quiet"),
+]
+
+
+@pytest.mark.parametrize("where", ["build_driver", "_final_evaluation"])
+def test_sigterm_outside_the_step_loop_exits_75(where, tmp_path, monkeypatch, capsys):
+    """During start-up or the final evaluation: exit 75, the run resumes to the same end."""
+    import vitnqs.optimize as module
+
+    original = getattr(module, where)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, where, signalled)
+    assert main([*TINY_ARGV, "--out", str(tmp_path)]) == EXIT_INTERRUPTED
+    assert "SIGTERM" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("fault", ["not a directory", "disk full"])
+def test_a_filesystem_error_is_one_line_naming_the_path(fault, tmp_path, monkeypatch, capsys):
+    import errno
+
+    out = tmp_path / "run"
+    if fault == "not a directory":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "run"
+    else:
+
+        def full(path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+        monkeypatch.setattr(checkpoint, "write_atomic", full)
+    assert main([*TINY_ARGV, "--out", str(out)]) == 74
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    reason = "Not a directory" if fault == "not a directory" else "No space left on device"
+    assert err.startswith("vitnqs optimize: error: ") and reason in err and str(tmp_path) in err

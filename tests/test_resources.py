@@ -1,65 +1,44 @@
-"""Memory estimate of a run: the formula's parts by hand, the parameter count, the refusal."""
+"""Memory and the run plan: the estimate against arrays and peaks, the SR mode, the refusal."""
 
+import jax
+import numpy as np
 import pytest
 
-from vitnqs import devices
-from vitnqs.optimize import RunConfig, RunOptions, optimize
+from vitnqs import resources
+from vitnqs.config import ATTENTIONS, RunConfig, RunOptions, n_parameters
+from vitnqs.models import ViT
+from vitnqs.optimize import build_driver, optimize
 from vitnqs.physics import j1j2_hamiltonian
-from vitnqs.resources import (
-    FIT,
-    choose_sr_mode,
-    memory_estimate,
-    n_connected,
-    n_parameters,
-    run_memory,
-    run_sr_mode,
-)
+from vitnqs.plan import MemoryRefused, plan_run
+from vitnqs.sr import jacobian, symmetric_gram
+
+TINY = RunConfig("factored", 4, 0.0, 1, d=8, heads=2, samples=32, steps=2)
 
 
-def test_explicit_and_on_the_fly_parts_by_hand():
-    # the paper's L = 6 T5 run: M = 6000, P = 184,260 (issue 9: the Jacobian alone is
-    # 2 x 6000 x 184,260 x 8 B = 17.7 GB, held twice)
-    explicit = memory_estimate(6000, 184_260, 512, "explicit", n_conn=145, n_patches=9, d=60,
-                               heads=10)  # fmt: skip
-    assert explicit.jacobian == 2 * (2 * 6000 * 184_260 * 8)
-    assert explicit.jacobian / 2 == pytest.approx(17.69e9, rel=1e-3)
-    assert explicit.kernel == 12_000**2 * 8
-    assert explicit.activations == 512 * 145 * 9 * (4 * 60 + 10 * 9) * 8
-    lazy = memory_estimate(6000, 184_260, 512, "onthefly", n_conn=145, n_patches=9, d=60,
-                           heads=10)  # fmt: skip
-    assert lazy.jacobian == 2 * 512 * 184_260 * 8
-    assert (lazy.kernel, lazy.activations) == (explicit.kernel, explicit.activations)
-    assert lazy.total < explicit.total
-    # two devices: each holds half the Jacobian, the whole kernel
-    halves = memory_estimate(6000, 184_260, 512, "explicit", n_devices=2)
-    assert halves.jacobian == explicit.jacobian / 2 and halves.kernel == explicit.kernel
-    # the symmetric kernel keeps the Jacobian once
-    symmetric = memory_estimate(6000, 184_260, 512, "symmetric", n_conn=145, n_patches=9, d=60,
-                                heads=10)  # fmt: skip
-    assert symmetric.jacobian == explicit.jacobian / 2
-    assert lazy.total < symmetric.total < explicit.total
-    with pytest.raises(ValueError, match="sr_mode: must be one of explicit, symmetric, onthefly"):
-        memory_estimate(10, 10, None, "lazy")
+def test_jacobian_and_kernel_parts_are_the_arrays_sizes():
+    """The symmetric mode's Jacobian and kernel terms are the bytes of the arrays it builds."""
+    driver = build_driver(TINY, RunOptions(sr_mode="symmetric", progress=False))
+    state = driver.state
+    samples = state.samples.reshape(-1, TINY.n_sites)
+    J = jacobian(state._apply_fun, state.parameters, state.model_state, samples, None)
+    kernel = symmetric_gram(J.reshape(2 * TINY.samples, -1), 1)
+    estimate = resources.run_memory(TINY, "symmetric", None, 1)
+    assert estimate.jacobian == J.nbytes and estimate.kernel == kernel.nbytes
+    assert resources.run_memory(TINY, "explicit", None, 1).jacobian == 2 * J.nbytes
 
 
-def test_sr_mode_choice_by_memory():
-    M, P = 6000, 184_260
-    symmetric = memory_estimate(M, P, 500, "symmetric").total
-    assert choose_sr_mode(M, P, 500, symmetric / FIT * 1.01) == "symmetric"
-    assert choose_sr_mode(M, P, 500, symmetric / FIT * 0.99) == "onthefly"
-    assert choose_sr_mode(M, P, 500, None) == "symmetric"  # memory not known
-    # the paper's T5 run on an 80 GB GPU keeps the symmetric kernel, on a 16 GB one not
-    config = RunConfig("t5", 10, 0.5, 4, samples=6000)
-    assert run_sr_mode(config, 500, 1, 80e9) == "symmetric"
-    assert run_sr_mode(config, 500, 1, 16e9) == "onthefly"
-    assert run_memory(config, 500, "auto", 1, 16e9) == run_memory(config, 500, "onthefly", 1)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize(("L", "layers", "d", "heads", "b"), [(6, 4, 60, 10, 2), (6, 2, 12, 3, 3)])
+def test_closed_form_parameter_count_matches_flax(attention, L, layers, d, heads, b):
+    model = ViT(attention, layers, d, heads, b)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.numpy.ones((1, L * L)))
+    counted = sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
+    assert n_parameters(attention, L, layers, d, heads, b) == counted
 
 
-def test_parameter_count_and_connections():
-    assert n_parameters("t5", 6, 4, 60, 10, 2) == 184_260  # issue 9's number for L = 6
-    assert n_parameters("factored", 4, 1, 8, 2, 2) == 968  # test_optimize's tiny run
+def test_connections_are_the_operators():
     for L, J2 in ((4, 0.0), (4, 0.5), (6, 0.5)):
-        assert n_connected(L, J2) == j1j2_hamiltonian(L, J2).max_conn_size
+        assert resources.n_connected(L, J2) == j1j2_hamiltonian(L, J2).max_conn_size
 
 
 def test_estimate_matches_the_measured_cpu_peaks():
@@ -67,11 +46,54 @@ def test_estimate_matches_the_measured_cpu_peaks():
     # 6.8 GB (Factored) and 7.9 GB (T5)
     for attention, measured in (("factored", 6.8e9), ("t5", 7.9e9)):
         config = RunConfig(attention, 6, 0.5, 4, samples=1024)
-        assert run_memory(config, 256, "explicit", 1).total == pytest.approx(measured, rel=0.1)
+        assert resources.run_memory(config, "explicit", 256, 1).total == pytest.approx(
+            measured, rel=0.1
+        )
+
+
+def test_plan_chooses_the_sr_mode_from_the_declared_memory():
+    # the paper's T5 run at L = 10: the symmetric kernel fits 80 GB, not 16 GB
+    config = RunConfig("t5", 10, 0.5, 4, samples=6000)
+    roomy = plan_run(config, RunOptions(chunk_size=500, gpu_memory_gb=80))
+    tight = plan_run(config, RunOptions(chunk_size=500, gpu_memory_gb=16))
+    unknown = plan_run(config, RunOptions(chunk_size=500))
+    assert (roomy.sr_mode, tight.sr_mode, unknown.sr_mode) == ("symmetric", "onthefly", "symmetric")
+    assert tight.memory.total < roomy.memory.total == unknown.memory.total < 0.8 * 80e9
+    assert roomy.memory.total > 0.8 * 16e9
+    with pytest.raises(MemoryRefused, match="with SR mode onthefly, more than the 16 GB"):
+        tight.check_memory()  # the activations of 500 samples alone need 20 GB at L = 10
+    assert (roomy.memory_source, unknown.memory_source) == ("declared", "unknown")
+    # a measurement or the device's report come after a declaration
+    measured = plan_run(
+        config, RunOptions(chunk_size=500), measured_bytes=16e9, reported_bytes=1e12
+    )
+    assert (measured.sr_mode, measured.memory_source) == ("onthefly", "measured")
+
+
+def test_plan_rules_beyond_memory():
+    # M >= P: NetKet's QGT form, an explicit Jacobian, whatever was asked
+    small = RunConfig("factored", 4, 0.0, 1, d=4, heads=2, samples=4096)
+    assert small.samples >= small.n_parameters
+    for mode in ("auto", "symmetric", "onthefly"):
+        plan = plan_run(small, RunOptions(sr_mode=mode))
+        assert (plan.sr_mode, plan.use_ntk) == ("explicit", False)
+    # several devices: NetKet's explicit product in place of the symmetric one
+    for mode in ("auto", "symmetric"):
+        assert plan_run(TINY, RunOptions(sr_mode=mode, n_devices=2)).sr_mode == "explicit"
+    assert plan_run(TINY, RunOptions(sr_mode="onthefly", n_devices=2)).sr_mode == "onthefly"
 
 
 def test_a_run_larger_than_the_declared_gpu_memory_is_refused(tmp_path):
-    config = RunConfig("factored", 4, 0.0, 1, d=8, heads=2, samples=32, steps=2)
-    with pytest.raises(devices.DeviceError, match=r"--gpu-memory-gb: the run needs about 1\.0 GB"):
-        optimize(config, tmp_path / "run", RunOptions(gpu_memory_gb=0.5))
+    with pytest.raises(MemoryRefused, match=r"gpu_memory_gb: the run needs about 1\.0 GB"):
+        optimize(TINY, tmp_path / "run", RunOptions(gpu_memory_gb=0.5))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_run_records_the_plan_the_workflow_requests(tmp_path):
+    """The job's memory request and the run's own choice read the same plan."""
+    options = RunOptions(gpu_memory_gb=2.0, progress=False)
+    summary = optimize(TINY, tmp_path / "run", options)
+    plan = plan_run(TINY, options)  # what workflow/rules/common.smk's mem_mb reads
+    assert summary["sr_mode"] == plan.sr_mode == summary["plan"]["sr_mode"]
+    assert summary["memory_estimate_bytes"] == plan.memory.total
+    assert summary["plan"]["memory_source"] == "declared"

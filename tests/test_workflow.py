@@ -13,8 +13,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from vitnqs.config import ConfigError
 from vitnqs.findings import ACCURACY, COST, IDENTITY_FIT, INDEPENDENCE, findings
-from vitnqs.optimize import ConfigError
 from vitnqs.sweeps import runs_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,11 @@ directory that one is working in.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -22,12 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flax.serialization import msgpack_restore, msgpack_serialize
+from vitnqs.config import ConfigError, RunConfig
 
 MAGIC = b"VITNQS-CHECKPOINT v1\n"
 CURRENT = "checkpoint.msgpack"
 PREVIOUS = "checkpoint.prev.msgpack"
 LOCK = "run.lock"
+SUMMARY = "summary.json"
 
 
 class RunDirBusy(Exception):
@@ -69,6 +72,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
     """Atomically write a new checkpoint, keeping the current one as the previous."""
+    from flax.serialization import msgpack_serialize  # flax imports JAX: only when needed
+
     directory = Path(directory)
     data = msgpack_serialize(payload)
     blob = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
@@ -84,6 +89,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         CheckpointError: if the file is truncated, corrupt or not a checkpoint.
 
     """
+    from flax.serialization import msgpack_restore
+
     blob = Path(path).read_bytes()
     if not blob.startswith(MAGIC):
         raise CheckpointError("not a vitnqs checkpoint (bad header)")
@@ -106,6 +113,7 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     Unreadable files are reported on stderr and renamed aside.
     """
     directory = Path(directory)
+    unreadable = []
     for name in (CURRENT, PREVIOUS):
         path = directory / name
         if not path.exists():
@@ -115,12 +123,71 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
         except (CheckpointError, OSError) as error:
             aside = path.with_name(f"{name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(path, aside)
+            unreadable.append(aside.name)
             print(
                 f"[vitnqs] WARNING: checkpoint {path} is unreadable ({error}); "
-                f"moved it to {aside.name} and trying the previous one",
+                f"moved it to {aside.name}",
                 file=sys.stderr,
             )
+    if unreadable:
+        print(
+            f"[vitnqs] WARNING: no readable checkpoint left in {directory} "
+            f"({', '.join(unreadable)} set aside): the run starts over from step 0",
+            file=sys.stderr,
+        )
     return None
+
+
+def discard_current(directory: Path) -> None:
+    """Drop the current checkpoint for the previous one (or none): it holds a bad state."""
+    directory = Path(directory)
+    if (directory / PREVIOUS).exists():
+        os.replace(directory / PREVIOUS, directory / CURRENT)
+    elif (directory / CURRENT).exists():
+        os.remove(directory / CURRENT)
+    _fsync_dir(directory)
+
+
+def check_same_run(config: RunConfig, stored: dict[str, Any], where: Path) -> None:
+    """Refuse to mix runs: a file in the directory must hold this very configuration.
+
+    Raises:
+        ConfigError: naming the settings that differ.
+
+    """
+    mine = dataclasses.asdict(config)
+    diffs = [
+        f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in mine.items() if stored.get(k) != v
+    ]
+    if diffs:
+        raise ConfigError(
+            "out",
+            f"{where} belongs to a run with other settings ({'; '.join(diffs)}); use another "
+            "output directory (nothing was changed)",
+        )
+
+
+def read_finished(config: RunConfig, directory: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``directory`` (checked to be this run), else ``None``.
+
+    A ``summary.json`` that cannot be read (truncated, say) makes the run unfinished: it
+    is reported, and the run resumes from its checkpoint and writes it anew.
+    """
+    path = Path(directory) / SUMMARY
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        stored = summary["config"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        print(
+            f"[vitnqs] WARNING: {path} is unreadable ({type(error).__name__}: {error}); the "
+            "run counts as unfinished and resumes from its checkpoint",
+            file=sys.stderr,
+        )
+        return None
+    check_same_run(config, stored, path)
+    return summary
 
 
 @contextlib.contextmanager

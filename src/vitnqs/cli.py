@@ -3,89 +3,80 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from vitnqs import devices
-from vitnqs.devices import DEVICES
+from vitnqs.config import (
+    ATTENTIONS,
+    DEVICES,
+    FIELD_CHOICES,
+    NETWORK_DTYPES,
+    PAPER_MODEL,
+    SR_MODES,
+    FieldError,
+    RunConfig,
+    RunOptions,
+    field_help,
+)
+from vitnqs.stops import (
+    EXIT_BAD_INPUT,
+    EXIT_BAD_SETUP,
+    EXIT_BUSY,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    Diverged,
+    Interrupted,
+    StopSignals,
+)
 
 
 class _Parser(argparse.ArgumentParser):
     """Argument errors exit with code 2 and name the option, like argparse itself."""
 
 
-def _add_optimize(sub: argparse._SubParsersAction) -> None:
-    from vitnqs.models import ATTENTIONS
-    from vitnqs.optimize import NETWORK_DTYPES, RunConfig
-    from vitnqs.resources import SR_MODES
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
-    defaults = RunConfig(attention="factored", L=6, J2=0.0, layers=4)
+
+# RunOptions fields with their own wording on the command line
+_OPTION_FLAGS = {"progress": None, "reference_file": None}
+
+
+def _add_dataclass_options(p: argparse.ArgumentParser, cls: type, required=()) -> None:
+    """One option per field of ``cls`` (RunConfig, RunOptions), with its docstring as help."""
+    helps = field_help(cls)
+    for field in dataclasses.fields(cls):
+        if _OPTION_FLAGS.get(field.name, "") is None:
+            continue
+        kind = {"str": str, "int": int, "float": float}[field.type.split(" |")[0]]
+        has_default = field.default is not dataclasses.MISSING
+        default = field.default if has_default else None
+        p.add_argument(
+            _flag(field.name),
+            dest=field.name,
+            type=kind,
+            required=field.name in required,
+            default=default,
+            choices=FIELD_CHOICES.get(field.name),
+            help=helps[field.name] + (f" ({default})" if default is not None else ""),
+        )
+
+
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "optimize",
         help="train the ViT by VMC + SR on the J1-J2 model (resumable)",
         description="Train the ViT wave function by VMC + SR on the J1-J2 model. "
         "Rerunning with the same --out resumes from the last checkpoint.",
     )
-    p.add_argument("--attention", required=True, choices=ATTENTIONS)
-    p.add_argument("--L", type=int, required=True, help="linear lattice size")
-    p.add_argument("--J2", type=float, required=True, help="next-nearest-neighbour coupling (>= 0)")
-    p.add_argument("--layers", type=int, required=True, help="number of encoder blocks")
-    p.add_argument("--d", type=int, default=defaults.d, help="embedding dimension (%(default)s)")
-    p.add_argument(
-        "--heads", type=int, default=defaults.heads, help="attention heads (%(default)s)"
-    )
-    p.add_argument("--b", type=int, default=defaults.b, help="linear patch size (%(default)s)")
-    p.add_argument(
-        "--samples", type=int, default=defaults.samples, help="samples per step (%(default)s)"
-    )
-    p.add_argument(
-        "--steps", type=int, default=defaults.steps, help="optimization steps (%(default)s)"
-    )
-    p.add_argument(
-        "--lr", type=float, default=defaults.lr, help="initial learning rate (%(default)s)"
-    )
-    p.add_argument(
-        "--diag-shift",
-        type=float,
-        default=defaults.diag_shift,
-        help="SR diagonal shift (%(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (%(default)s)")
-    p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk (memory bound)")
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        help="steps between checkpoints (default: ~5 min)",
-    )
-    p.add_argument(
-        "--sr-mode",
-        default="auto",
-        choices=("auto", *SR_MODES),
-        help="how the SR kernel is built (%(default)s: the fastest that fits in memory)",
-    )
-    p.add_argument(
-        "--network-dtype",
-        default="float64",
-        choices=NETWORK_DTYPES,
-        help="arithmetic of the network; kernel and solve stay float64 (%(default)s)",
-    )
-    _add_device(p)
-    p.add_argument(
-        "--n-devices",
-        type=int,
-        default=1,
-        help="devices to shard the samples over: the GPUs of the job, or with --device cpu "
-        "virtual CPU devices (%(default)s)",
-    )
-    p.add_argument(
-        "--gpu-memory-gb",
-        type=float,
-        default=None,
-        help="memory of one GPU: refuse a run whose estimate exceeds it (default: no check)",
-    )
-    p.add_argument("--reference", help="reference-energy JSON from `vitnqs reference`")
+    run_fields = [f.name for f in dataclasses.fields(RunConfig)]
+    _add_dataclass_options(p, RunConfig, required=run_fields[:4])
+    _add_dataclass_options(p, RunOptions)
+    p.add_argument("--reference", help=field_help(RunOptions)["reference_file"])
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_optimize)
@@ -93,97 +84,53 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
 
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: "
-        "what JAX finds, but refuse a SLURM GPU allocation that JAX cannot use (%(default)s)",
+        "--device", choices=DEVICES, default="auto", help=field_help(RunOptions)["device"]
     )
 
 
-GUARDED_COMMANDS = ("optimize", "step-times", "benchmark")
-"""Commands that evaluate the network: --device is applied and checked before NetKet loads."""
+TIMING_COMMANDS = ("step-times", "benchmark")
+"""Commands that time the network: their --device is applied and checked before NetKet
+loads, as a run's (:func:`_optimize`)."""
 
 
-def _configure_devices(command: str, argv: list[str]) -> int | None:
-    """Apply a command's --device (and --n-devices) before anything imports NetKet.
-
-    NetKet starts JAX's backends when imported (building the parser imports it), after
-    which the platform and the number of CPU devices are fixed. The device guard runs
-    here too, so that a refused run stops within seconds (a finished run, which needs no
-    device, is left to :func:`vitnqs.optimize.optimize`; a benchmark's case process,
-    without --out, inherits the platform). Bad values are left for the real parser to
-    report.
-
-    Returns:
-        The exit code of a refused run, else ``None``.
-
-    """
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--device", default="auto")
-    early.add_argument("--n-devices", type=int, default=1)
-    early.add_argument("--out")
-    try:
-        known, _ = early.parse_known_args(argv)
-        devices.configure(known.device, max(known.n_devices, 1))
-    except (SystemExit, ValueError):
-        return None
-    if known.out is None or (Path(known.out) / "summary.json").exists():
-        return None
-    try:
-        devices.require_device(known.device, max(known.n_devices, 1))
-    except devices.DeviceError as error:
-        print(f"vitnqs {command}: error: {error}", file=sys.stderr)
-        return devices.EXIT_BAD_SETUP
-    return None
+def _config_and_options(args: argparse.Namespace) -> tuple[RunConfig, RunOptions]:
+    """The run and its options from parsed arguments (the fields' own names)."""
+    config = RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(RunOptions)
+        if f.name not in _OPTION_FLAGS
+    }
+    reference = None if args.reference is None else Path(args.reference)
+    return config, RunOptions(**given, progress=not args.quiet, reference_file=reference)
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from vitnqs.checkpoint import RunDirBusy
-    from vitnqs.optimize import (
-        EXIT_BAD_INPUT,
-        EXIT_BAD_SETUP,
-        EXIT_BUSY,
-        EXIT_DIVERGED,
-        EXIT_INTERRUPTED,
-        ConfigError,
-        Diverged,
-        Interrupted,
-        RunConfig,
-        RunOptions,
-        optimize,
-    )
+    from vitnqs.checkpoint import RunDirBusy, read_finished
+    from vitnqs.plan import MemoryRefused
 
-    config = RunConfig(
-        attention=args.attention,
-        L=args.L,
-        J2=args.J2,
-        layers=args.layers,
-        d=args.d,
-        heads=args.heads,
-        b=args.b,
-        samples=args.samples,
-        steps=args.steps,
-        lr=args.lr,
-        diag_shift=args.diag_shift,
-        seed=args.seed,
-    )
-    options = RunOptions(
-        chunk_size=args.chunk_size,
-        checkpoint_every=args.checkpoint_every,
-        progress=not args.quiet,
-        sr_mode=args.sr_mode,
-        network_dtype=args.network_dtype,
-        reference_file=None if args.reference is None else Path(args.reference),
-        device=args.device,
-        n_devices=args.n_devices,
-        gpu_memory_gb=args.gpu_memory_gb,
-    )
+    config, options = _config_and_options(args)
     try:
-        optimize(config, args.out, options)
-    except ConfigError as error:
-        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
+        config.validate()
+        options.validate(config)
+    except FieldError as error:
+        print(f"vitnqs optimize: error: {error.flagged()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # NetKet starts JAX's backends when imported, after which the platform and the
+    # number of CPU devices are fixed: choose them first, and refuse a machine that
+    # cannot run the run within seconds, before NetKet loads (a finished run needs none)
+    devices.configure(options.device, options.n_devices)
+    try:
+        with StopSignals() as signals:  # SIGTERM before summary.json is written: exit 75
+            used = None
+            if read_finished(config, Path(args.out)) is None:
+                used = devices.require_device(options.device, options.n_devices)
+            from vitnqs.optimize import optimize
+
+            optimize(config, args.out, options, used, signals)
+    except FieldError as error:
+        print(f"vitnqs optimize: error: {error.flagged()}", file=sys.stderr)
+        return EXIT_BAD_SETUP if isinstance(error, MemoryRefused) else EXIT_BAD_INPUT
     except devices.DeviceError as error:
         print(f"vitnqs optimize: error: {error}", file=sys.stderr)
         return EXIT_BAD_SETUP
@@ -196,6 +143,10 @@ def _optimize(args: argparse.Namespace) -> int:
     except Diverged as error:
         print(f"vitnqs optimize: error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
+    except OSError as error:  # a full disk, a read-only directory
+        where = error.filename or args.out
+        print(f"vitnqs optimize: error: {where}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_IO
     return 0
 
 
@@ -315,7 +266,8 @@ def _step_times(args: argparse.Namespace) -> int:
             f"vitnqs step-times: error: --steps: must be >= 1 (got {args.steps})", file=sys.stderr
         )
         return 2
-    table = time_steps(pd.read_csv(args.plan), args.steps, args.chunk_size)
+    options = RunOptions(chunk_size=args.chunk_size, device=args.device, progress=False)
+    table = time_steps(pd.read_csv(args.plan), args.steps, options)
     table.to_csv(args.out, index=False)
     print(table.to_string(index=False))
     return 0
@@ -435,15 +387,12 @@ def _concat(args: argparse.Namespace) -> int:
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
-    from vitnqs.models import ATTENTIONS
-    from vitnqs.optimize import NETWORK_DTYPES
-    from vitnqs.resources import SR_MODES
-
     p = sub.add_parser(
         "benchmark",
         help="time per SR step split into phases, with operation counts and rates",
-        description="Time the phases of an SR step of the paper-size ViT (d 60, h 10, b 2, "
-        "4 layers by default) for every attention x L x SR mode, each in its own process.",
+        description="Time the phases of an SR step of the paper-size ViT (d {d}, h {heads}, "
+        "b {b}, {layers} layers by default) for every attention x L x SR mode, each in its "
+        "own process.".format(**PAPER_MODEL),
     )
     p.add_argument("--attention", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
     p.add_argument("--L", nargs="+", type=int, default=[4, 6, 8, 10])
@@ -457,9 +406,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network-dtypes", nargs="+", default=["float64"], choices=NETWORK_DTYPES)
     p.add_argument("--samples", type=int, default=256, help="samples per step (%(default)s)")
     p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk")
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--d", type=int, default=60)
-    p.add_argument("--heads", type=int, default=10)
+    for name in ("layers", "d", "heads"):  # the paper's model by default
+        p.add_argument(_flag(name), type=int, default=PAPER_MODEL[name])
     p.add_argument("--steps", type=int, default=3, help="timed steps after a warm-up step")
     p.add_argument("--max-minutes", type=float, default=None, help="start no case after this long")
     p.add_argument(
@@ -541,9 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] and argv[0] in GUARDED_COMMANDS:
-        refused = _configure_devices(argv[0], argv[1:])
-        if refused is not None:
-            return refused
     args = build_parser().parse_args(argv)
+    if args.command in TIMING_COMMANDS:
+        # like a run (the optimize handler): the device before NetKet loads, then the guard
+        devices.configure(args.device)
+        if not getattr(args, "child", None):  # a benchmark's case process: its parent checked
+            try:
+                devices.require_device(args.device)
+            except devices.DeviceError as error:
+                print(f"vitnqs {args.command}: error: {error}", file=sys.stderr)
+                return EXIT_BAD_SETUP
     return args.handler(args)

@@ -1,7 +1,7 @@
 """Which devices a run uses, chosen before JAX starts and checked before the first step.
 
-A run asks for ``gpu``, ``cpu`` or ``auto`` (see :data:`DEVICES`) and a number of devices
-(NetKet shards the samples over every device JAX sees). :func:`configure` must run before
+A run asks for ``gpu``, ``cpu`` or ``auto`` (:data:`vitnqs.config.DEVICES`) and a number of
+devices (NetKet shards the samples over every device JAX sees). :func:`configure` must run before
 JAX initializes its backends (NetKet does so when it is imported): it is the only way to
 keep JAX off a GPU or to split the CPU into several devices. :func:`require_device` then
 checks what JAX actually has and raises :class:`DeviceError`, with the reason and the fix,
@@ -17,15 +17,6 @@ import importlib.metadata
 import os
 from collections.abc import Mapping
 from typing import Any
-
-EXIT_BAD_SETUP = 78
-"""Exit code when the machine cannot run the run as asked (e.g. ``--device gpu`` without a
-usable GPU, or too little GPU memory; sysexits' EX_CONFIG); nothing was written."""
-
-DEVICES = ("gpu", "cpu", "auto")
-"""Allowed device settings: ``gpu`` requires a GPU backend, ``cpu`` runs on the CPU even
-where GPUs are allocated, ``auto`` takes what JAX finds but refuses a GPU allocation that
-JAX cannot use."""
 
 CUDA_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin")
 """Packages that give JAX its CUDA backend (``pip install -r requirements-cuda.lock``)."""
@@ -76,11 +67,6 @@ def cuda_plugin_installed() -> str | None:
     return None
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in DEVICES:
-        raise ValueError(f"--device: must be one of {', '.join(DEVICES)} (got {kind!r})")
-
-
 def configure(kind: str, count: int = 1) -> None:
     """Set JAX's platform and CPU device count; call before JAX initializes its backends.
 
@@ -91,11 +77,10 @@ def configure(kind: str, count: int = 1) -> None:
     mismatch).
 
     Args:
-        kind: one of :data:`DEVICES`.
+        kind: one of :data:`vitnqs.config.DEVICES` (validated by ``RunOptions``).
         count: devices the run shards over.
 
     """
-    _check_kind(kind)
     import jax
     from jax._src import xla_bridge  # no public way to ask this
 
@@ -130,7 +115,7 @@ def require_device(
     """Check that JAX runs on the requested kind and number of devices.
 
     Args:
-        kind: one of :data:`DEVICES`.
+        kind: one of :data:`vitnqs.config.DEVICES` (validated by ``RunOptions``).
         count: devices the run shards over (``gpus_per_run``).
         environ: the environment to read for a GPU allocation (default: this process's).
 
@@ -144,7 +129,6 @@ def require_device(
             build apart from a CUDA plugin that failed to start.
 
     """
-    _check_kind(kind)
     import jax
 
     platform = jax.default_backend()

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from vitnqs.models import ATTENTIONS
+from vitnqs.config import ATTENTIONS
 from vitnqs.sweeps import in_sweep
 
 ACCURACY_BOUNDS = {0.0: 1e-2, 0.5: 3e-2}

@@ -27,37 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from netket.nn.activation import log_cosh
 
+from vitnqs.config import ATTENTIONS, validate_architecture
 from vitnqs.geometry import check_patching, displacement_index, extract_patches
 
-ATTENTIONS = ("t5", "decoupled", "factored")
-"""Names of the attention mechanisms, as accepted by :class:`ViT`."""
-
 _PARAM_DTYPE = jnp.float64
-
-
-def validate_architecture(attention: str, L: int, layers: int, d: int, heads: int, b: int) -> None:
-    """Raise ``ValueError`` naming the offending option if the ViT cannot be built.
-
-    Args:
-        attention: one of :data:`ATTENTIONS`.
-        L: linear lattice size.
-        layers: number of encoder blocks.
-        d: embedding dimension.
-        heads: number of attention heads.
-        b: linear patch size.
-
-    """
-    if attention not in ATTENTIONS:
-        raise ValueError(
-            f"--attention: unknown attention {attention!r}; allowed: {', '.join(ATTENTIONS)}"
-        )
-    for name, value in (("L", L), ("layers", layers), ("d", d), ("heads", heads), ("b", b)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"--{name}: must be a positive integer (got {value!r})")
-    if L % b:
-        raise ValueError(f"--L/--b: L={L} is not divisible by the patch size b={b}")
-    if d % heads:
-        raise ValueError(f"--d/--heads: d={d} is not divisible by heads={heads}")
 
 
 def _dense(features: int, name: str, dtype: Any) -> nn.Dense:

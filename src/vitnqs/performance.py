@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitnqs import measure
+from vitnqs.config import PAPER_MODEL, RunConfig, RunOptions
+from vitnqs.plan import plan_run
 from vitnqs.sr import kernel_blocks
 
 PHASES = ("sampling", "local_energies", "jacobian", "kernel_solve", "update")
@@ -110,32 +112,20 @@ def matmul_ceiling(size: int | None = None, repeats: int = 5) -> dict[str, float
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float64)
     product = jax.jit(jnp.matmul)
     product(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, b).block_until_ready()
-        times.append(time.perf_counter() - start)
+    times = [measure.timed(lambda: product(a, b)).wall_s for _ in range(repeats)]
     return {"matmul_size": n, "matmul_gflops": 2 * n**3 / statistics.median(times) / 1e9}
 
 
 def _timed(function: Callable[[], Any], cpu: dict[str, float] | None = None, key: str = ""):
-    """``(result, wall seconds)`` of a call; its process CPU seconds go to ``cpu[key]``.
+    """``(result, wall seconds)`` of a call (:func:`vitnqs.measure.timed`).
 
-    CPU time (all threads) is the steadier measure where other jobs share the cores.
+    Its process CPU seconds, the steadier measure where other jobs share the cores, go
+    to ``cpu[key]``.
     """
-    start, start_cpu = time.perf_counter(), time.process_time()
-    result = jax.block_until_ready(function())
+    timing = measure.timed(function)
     if cpu is not None:
-        cpu[key] = time.process_time() - start_cpu
-    return result, time.perf_counter() - start
-
-
-def _peak_device_mb() -> float | None:
-    """Peak memory of the first device from JAX's allocator (None on a CPU)."""
-    stats = jax.devices()[0].memory_stats()
-    if not stats or "peak_bytes_in_use" not in stats:
-        return None
-    return stats["peak_bytes_in_use"] / 2**20
+        cpu[key] = timing.cpu_s
+    return timing.result, timing.wall_s
 
 
 class PhaseRunner:
@@ -293,10 +283,10 @@ class Case:
     sr_modes: tuple[str, ...]
     samples: int
     chunk_size: int | None
-    layers: int = 4
-    d: int = 60
-    heads: int = 10
-    b: int = 2
+    layers: int = PAPER_MODEL["layers"]
+    d: int = PAPER_MODEL["d"]
+    heads: int = PAPER_MODEL["heads"]
+    b: int = PAPER_MODEL["b"]
     J2: float = 0.5
     network_dtype: str = "float64"
     steps: int = 3
@@ -304,9 +294,13 @@ class Case:
     """Also time the driver's own fused step in the first mode (one more compilation)."""
 
 
-def measure(case: Case) -> dict[str, Any]:
+def _mib(size: int | None) -> float | None:
+    return None if size is None else size / 2**20
+
+
+def measure_case(case: Case) -> dict[str, Any]:
     """Time ``case.steps`` SR steps phase by phase after one warm-up step (in-process)."""
-    from vitnqs.optimize import RunConfig, RunOptions, build_driver
+    from vitnqs.optimize import build_driver
 
     config = RunConfig(
         attention=case.attention, L=case.L, J2=case.J2, layers=case.layers, d=case.d,
@@ -316,11 +310,11 @@ def measure(case: Case) -> dict[str, Any]:
         chunk_size=case.chunk_size, sr_mode=case.sr_modes[0],
         network_dtype=case.network_dtype, progress=False,
     )  # fmt: skip
-    started = time.perf_counter()
-    driver = build_driver(config, options)
+    clock = measure.Stopwatch()
+    driver = build_driver(config, options, plan_run(config, options))
     runner = PhaseRunner(driver, case.sr_modes)
     warmup = runner.step()[0]
-    compile_s = time.perf_counter() - started
+    compile_s = clock.stop()
     if not runner.modes:
         raise RuntimeError(f"every SR mode failed: {runner.failed}")
     timed, cpu = [], []
@@ -347,8 +341,8 @@ def measure(case: Case) -> dict[str, Any]:
         "cpu_seconds": median_cpu,
         "driver_step_s": driver_step_s,
         "compile_s": compile_s - sum(warmup.values()) + sum(median.values()),
-        "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_device_mb": _peak_device_mb(),
+        "peak_host_mb": measure.peak_host_bytes() / 2**20,
+        "peak_device_mb": _mib(measure.peak_device_bytes()),
         "device": str(jax.devices()[0]),
         "platform": jax.devices()[0].platform,
         **matmul_ceiling(),
@@ -431,7 +425,7 @@ def run_cases(
 
 def child_main(case_json: str) -> None:
     """Entry point of a child process: measure one case, print its result as JSON."""
-    result = measure(Case(**json.loads(case_json)))
+    result = measure_case(Case(**json.loads(case_json)))
     print(json.dumps(result), flush=True)
 
 

@@ -58,15 +58,16 @@ def j1j2_hamiltonian(L: int, J2: float) -> nk.operator.DiscreteJaxOperator:
     return heisenberg(square_lattice(L, J2), [1.0, J2] if J2 else [1.0])
 
 
-def energy_lower_bound(L: int, J2: float) -> float:
-    """Rigorous lower bound on the energy per site: every bond ``S_i.S_j >= -3/4``.
+def energy_bounds(L: int, J2: float) -> tuple[float, float]:
+    """Rigorous bounds on the energy per site: every bond ``-3/4 <= S_i.S_j <= 1/4``.
 
-    A Monte Carlo mean below it means a broken estimate, not a good state.
+    A Monte Carlo mean outside them means a broken estimate (an exploding state), not a
+    good or a bad state: the divergence guard of :mod:`vitnqs.optimize` stops there.
     """
     graph = square_lattice(L, J2)
     couplings = [1.0, J2]
     bonds = sum(c * len(graph.edges(filter_color=k)) for k, c in enumerate(couplings) if c)
-    return -0.75 * bonds / graph.n_nodes
+    return -0.75 * bonds / graph.n_nodes, 0.25 * bonds / graph.n_nodes
 
 
 def exchange_sampler(L: int, n_chains: int) -> nk.sampler.MetropolisSampler:

@@ -9,8 +9,6 @@ from importlib import resources
 
 import pandas as pd
 
-from vitnqs.physics import ED_MAX_L, exact_ground_state_energy
-
 ED_SOURCE = "computed by vitnqs: NetKet Lanczos exact diagonalization, Sz=0 sector"
 
 
@@ -50,6 +48,8 @@ def reference_energy(L: int, J2: float) -> Reference | None:
 
     Returns ``None`` when no reference is known (the caller reports why).
     """
+    from vitnqs.physics import ED_MAX_L, exact_ground_state_energy  # NetKet: only for ED
+
     if L <= ED_MAX_L:
         return Reference(exact_ground_state_energy(L, J2), 0.0, "exact diagonalization", ED_SOURCE)
     return literature_reference(L, J2)

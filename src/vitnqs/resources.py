@@ -11,29 +11,20 @@ their connected configurations. Everything in float64.
 Checked against peaks measured on the CPU (README: L = 6, d 60, 4 layers, M = 1024,
 chunk 256, explicit: 7.9 GB measured (T5), 7.95 GB estimated; docs/performance.md for
 the other modes). :func:`memory_estimate` is the one place to change when the SR modes
-or the measurements change; :func:`choose_sr_mode` picks the mode from it.
+or the measurements change; :func:`vitnqs.plan.plan_run` picks the mode from it.
+This module imports no JAX at import time (the workflow sizes its requests with it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+
+from vitnqs.config import SR_MODES
 
 BYTES = 8
 """float64."""
 BASELINE_BYTES = 1.0e9
 """JAX, XLA and NetKet themselves, compiled code, samples, parameters (measured ~1 GB)."""
-SR_MODES = ("explicit", "symmetric", "onthefly")
-"""How the SR kernel is built:
-
-* ``explicit``: NetKet's ``VMC_SR(on_the_fly=False)``, the dense ``2M x P`` Jacobian
-  ``O`` is centred, scaled and ``O O^T`` formed by one matrix product;
-* ``symmetric``: the uncentred Jacobian, the kernel from its upper block triangle and
-  centred afterwards (:class:`vitnqs.sr.KernelSR`: the same update, fewer operations
-  and one Jacobian in memory);
-* ``onthefly``: NetKet's ``VMC_SR(on_the_fly=True)``, the kernel is contracted from
-  per-chunk Jacobians without storing the whole one.
-"""
 JACOBIAN_COPIES = {"explicit": 2, "symmetric": 1}
 """Arrays of the Jacobian's size an explicit mode holds at once (measured: README and
 docs/performance.md)."""
@@ -113,21 +104,6 @@ def memory_estimate(
     return MemoryEstimate(jacobian, kernel, activations, BASELINE_BYTES)
 
 
-@functools.cache
-def n_parameters(attention: str, L: int, layers: int, d: int, heads: int, b: int) -> int:
-    """Real parameters of the ViT, from the shapes alone (nothing is computed)."""
-    import jax
-    import jax.numpy as jnp
-
-    from vitnqs.models import ViT
-
-    model = ViT(attention, layers, d, heads, b)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, L * L)))
-    return int(
-        sum(x.size * (2 if jnp.iscomplexobj(x) else 1) for x in jax.tree_util.tree_leaves(shapes))
-    )
-
-
 def n_connected(L: int, J2: float) -> int:
     """Connected configurations per sample of the J1-J2 Hamiltonian.
 
@@ -137,62 +113,16 @@ def n_connected(L: int, J2: float) -> int:
     return 1 + 2 * L * L * (2 if J2 else 1)
 
 
-def _run_shape(config, n_devices: int) -> tuple[int, dict]:
-    """Parameter count and the shape keywords of :func:`memory_estimate` of a run."""
-    P = n_parameters(config.attention, config.L, config.layers, config.d, config.heads, config.b)
-    return P, {
-        "n_devices": n_devices,
-        "n_conn": n_connected(config.L, config.J2),
-        "n_patches": (config.L // config.b) ** 2,
-        "d": config.d,
-        "heads": config.heads,
-    }
-
-
-def run_sr_mode(config, chunk: int | None, n_devices: int, memory_bytes: float | None) -> str:
-    """:func:`choose_sr_mode` for a :class:`vitnqs.optimize.RunConfig`."""
-    P, shape = _run_shape(config, n_devices)
-    return choose_sr_mode(config.samples, P, chunk, memory_bytes, **shape)
-
-
-def run_memory(
-    config, chunk: int | None, sr_mode: str, n_devices: int, memory_bytes: float | None = None
-) -> MemoryEstimate:
-    """:func:`memory_estimate` of a :class:`vitnqs.optimize.RunConfig`.
-
-    ``sr_mode="auto"`` is resolved by :func:`choose_sr_mode` for ``memory_bytes`` per
-    device (``None``, not known: the mode that needs the most of the two it chooses from).
-    """
-    if sr_mode == "auto":
-        sr_mode = run_sr_mode(config, chunk, n_devices, memory_bytes)
-    P, shape = _run_shape(config, n_devices)
-    return memory_estimate(config.samples, P, chunk, sr_mode, **shape)
-
-
-def choose_sr_mode(M: int, P: int, chunk: int | None, memory_bytes: float | None, **shape) -> str:
-    """The fastest SR mode that fits: ``symmetric``, or ``onthefly`` where it does not.
-
-    ``symmetric`` was the fastest mode wherever measured (docs/performance.md) and
-    ``onthefly`` needs the least memory; on several devices ``explicit`` takes the place
-    of ``symmetric``. ``memory_bytes``: of one device; ``None`` (not
-    known) gives ``symmetric``. ``shape``: the keywords of :func:`memory_estimate`.
-    """
-    # several devices: NetKet's explicit product, which handles the sharded samples
-    # (vitnqs.sr.KernelSR falls back to it)
-    dense = "explicit" if shape.get("n_devices", 1) > 1 else "symmetric"
-    needed = memory_estimate(M, P, chunk, dense, **shape).total
-    if memory_bytes is None or needed <= FIT * memory_bytes:
-        return dense
-    return "onthefly"
-
-
-def available_memory_bytes() -> float:
-    """Memory of JAX's default device: the GPU's, or the host's physical memory."""
-    import os
-
-    import jax
-
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return float(stats["bytes_limit"])
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+def run_memory(config, sr_mode: str, chunk: int | None, n_devices: int) -> MemoryEstimate:
+    """:func:`memory_estimate` of a :class:`vitnqs.config.RunConfig` in a resolved mode."""
+    return memory_estimate(
+        config.samples,
+        config.n_parameters,
+        chunk,
+        sr_mode,
+        n_devices=n_devices,
+        n_conn=n_connected(config.L, config.J2),
+        n_patches=(config.L // config.b) ** 2,
+        d=config.d,
+        heads=config.heads,
+    )

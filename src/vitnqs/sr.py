@@ -14,6 +14,7 @@ everything else (Jacobian, solver, statistics, schedules) is NetKet's own, and
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 import jax
@@ -129,11 +130,24 @@ def _srt_symmetric(
     return ravel_pytree(parameters)[1](updates), old_updates, info
 
 
+_SWAP_LOCK = threading.RLock()
+"""Held while NetKet's module-level ``srt`` is swapped (see :class:`KernelSR`)."""
+
+
 class KernelSR(nk.driver.VMC_SR):
     """``VMC_SR`` in explicit kernel mode whose kernel product uses its symmetry.
 
-    Use it with ``use_ntk=True, on_the_fly=False`` on one device; the other modes, and
-    several devices (sharded samples), fall back to NetKet's own product.
+    For the kernel trick (``use_ntk=True, on_the_fly=False``, ``mode="complex"``) on one
+    device: :func:`vitnqs.plan.plan_run` chooses it only there (several devices take
+    NetKet's ``explicit`` product), and the constructor refuses anything else.
+
+    NetKet 3.23 has no public hook for the kernel: ``VMC_SR.compute_loss_and_update``
+    calls the module-level ``srt`` of ``netket._src.driver.vmc_sr`` inline. Rather than
+    copy that method (about 50 lines on NetKet's private state), the module global is
+    swapped for the call, under a re-entrant lock so that concurrent drivers in other
+    threads never see each other's swap, and restored in every case. NetKet is pinned to
+    3.23.x (``pyproject.toml``), so an upgrade is a decision, guarded by
+    ``tests/test_sr.py``, which checks the update equals NetKet's own.
     """
 
     _kernel_blocks: int = struct.field(serialize=False, default=1)
@@ -141,17 +155,21 @@ class KernelSR(nk.driver.VMC_SR):
     def __init__(self, *args, blocks: int | None = None, **kwargs):
         """``VMC_SR``'s arguments; ``blocks`` defaults to :func:`kernel_blocks`."""
         super().__init__(*args, **kwargs)
+        if not self.use_ntk or self.on_the_fly or self.mode != "complex":
+            raise ValueError(
+                "KernelSR needs use_ntk=True, on_the_fly=False and mode='complex' "
+                f"(got use_ntk={self.use_ntk}, on_the_fly={self.on_the_fly}, mode={self.mode})"
+            )
+        if jax.device_count() > 1:
+            raise ValueError("KernelSR holds one device's Jacobian: use NetKet's explicit mode")
         self._kernel_blocks = blocks or kernel_blocks(self.state.n_samples)
 
     def compute_loss_and_update(self):
         """NetKet's step, with ``srt`` swapped for :func:`_srt_symmetric` during the call."""
-        if not self.use_ntk or self.on_the_fly or self.mode != "complex" or jax.device_count() > 1:
-            return super().compute_loss_and_update()
-        original = _netket_vmc_sr.srt
-        # VMC_SR looks `srt` up in its module at each call: swapping it there reuses all
-        # of NetKet's step (statistics, hyperparameter schedules) around our product
-        _netket_vmc_sr.srt = partial(_srt_symmetric, blocks=self._kernel_blocks)
-        try:
-            return super().compute_loss_and_update()
-        finally:
-            _netket_vmc_sr.srt = original
+        with _SWAP_LOCK:
+            original = _netket_vmc_sr.srt
+            _netket_vmc_sr.srt = partial(_srt_symmetric, blocks=self._kernel_blocks)
+            try:
+                return super().compute_loss_and_update()
+            finally:
+                _netket_vmc_sr.srt = original

@@ -13,24 +13,10 @@ from typing import Any
 import pandas as pd
 from snakemake.utils import Paramspace
 
-from vitnqs.devices import DeviceError
-from vitnqs.optimize import ConfigError, RunConfig, RunOptions, check_memory
+from vitnqs.config import RUN_COLUMNS, ConfigError, FieldError, RunConfig, RunOptions
+from vitnqs.plan import plan_run
 
-RUN_COLUMNS = (
-    "attention",
-    "L",
-    "J2",
-    "layers",
-    "d",
-    "heads",
-    "b",
-    "samples",
-    "steps",
-    "lr",
-    "diag_shift",
-    "seed",
-)
-"""The settings that identify a run (and name its directory), in order."""
+__all__ = ["RUN_COLUMNS", "in_sweep", "preset", "run_options", "run_space", "runs_table"]
 
 FIGURE_SWEEPS = ("fig2", "fig3", "fig4", "table1")
 """Sweeps the figures and tables are drawn from; every preset must define them."""
@@ -41,7 +27,7 @@ def preset(config: dict[str, Any]) -> dict[str, Any]:
     name = config["preset"]
     if name not in config["presets"]:
         raise ConfigError(
-            f"preset: unknown preset {name!r}; allowed: {', '.join(config['presets'])}"
+            "preset", f"unknown preset {name!r}; allowed: {', '.join(config['presets'])}"
         )
     return config["presets"][name]
 
@@ -55,6 +41,10 @@ def run_options(config: dict[str, Any]) -> RunOptions:
         n_devices=config.get("gpus_per_run", 1),
         gpu_memory_gb=config.get("gpu_memory_gb") if chosen["device"] != "cpu" else None,
     )
+
+
+CONFIG_KEYS = {"n_devices": "gpus_per_run", "samples/n_devices": "samples/gpus_per_run"}
+"""config.yaml's names of the run options that it names otherwise."""
 
 
 def runs_table(config: dict[str, Any]) -> pd.DataFrame:
@@ -72,8 +62,8 @@ def runs_table(config: dict[str, Any]) -> pd.DataFrame:
     missing = [s for s in FIGURE_SWEEPS if s not in chosen["sweeps"]]
     if missing:
         raise ConfigError(
-            f"presets.{config['preset']}.sweeps: missing {', '.join(missing)} "
-            f"(needed by the figures and tables)"
+            f"presets.{config['preset']}.sweeps",
+            f"missing {', '.join(missing)} (needed by the figures and tables)",
         )
     options = run_options(config)
     rows: dict[tuple, dict[str, Any]] = {}
@@ -84,32 +74,16 @@ def runs_table(config: dict[str, Any]) -> pd.DataFrame:
             sweep["attention"], sweep["L"], sweep["J2"], sweep["layers"], seeds
         )
         for attention, L, J2, layers, seed in grid:
-            run = RunConfig(
-                attention=attention,
-                L=int(L),
-                J2=float(J2),
-                layers=int(layers),
-                seed=int(seed),
-                **{k: hyper[k] for k in ("d", "heads", "b", "samples", "steps")},
-                lr=float(hyper["lr"]),
-                diag_shift=float(hyper["diag_shift"]),
-            )
+            settings = {"attention": attention, "L": L, "J2": J2, "layers": layers, "seed": seed}
+            run = RunConfig.from_row({**hyper, **settings})
             try:
                 run.validate()
                 options.validate(run)
-                if options.gpu_memory_gb is not None:
-                    check_memory(run, options)
-            except (ConfigError, DeviceError) as error:
-                fields = {
-                    "--n-devices": "gpus_per_run",
-                    "--gpu-memory-gb": "gpu_memory_gb",
-                    "--chunk-size": "chunk_size",
-                }
-                message = str(error)
-                for option, field in fields.items():
-                    message = message.replace(option, field)
+                plan_run(run, options).check_memory()  # the declared gpu_memory_gb, if any
+            except FieldError as error:
+                field = CONFIG_KEYS.get(error.field, error.field)
                 raise ConfigError(
-                    f"presets.{config['preset']}.sweeps.{sweep_name}: {message}".replace("--", "")
+                    f"presets.{config['preset']}.sweeps.{sweep_name}", f"{field}: {error.message}"
                 ) from None
             key = tuple(getattr(run, c) for c in RUN_COLUMNS)
             rows.setdefault(key, {**dict(zip(RUN_COLUMNS, key, strict=True)), "sweeps": []})
@@ -130,3 +104,19 @@ def run_space(table: pd.DataFrame) -> Paramspace:
 def in_sweep(table: pd.DataFrame, sweep: str) -> pd.DataFrame:
     """Rows of a runs table (with a ``sweeps`` column) that belong to ``sweep``."""
     return table[table["sweeps"].str.split(";").map(lambda names: sweep in names)]
+
+
+TIMED_SWEEP = "fig3"
+"""The sweep whose runs are timed one at a time (Figure 3 plots time per step against L)."""
+
+
+def timing_plan(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of :data:`TIMED_SWEEP` to time: its first seed (the seed does not change the cost).
+
+    Args:
+        runs: a runs table of :func:`runs_table`.
+
+    """
+    plan = in_sweep(runs, TIMED_SWEEP)
+    plan = plan[plan["seed"] == plan["seed"].min()]
+    return plan[list(RUN_COLUMNS)].reset_index(drop=True)

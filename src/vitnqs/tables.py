@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vitnqs.optimize import RunConfig
+from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.references import literature_reference
-from vitnqs.sweeps import RUN_COLUMNS, in_sweep
+from vitnqs.sweeps import in_sweep
 
 SUMMARY_FIELDS = (
     "n_parameters",

@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from vitnqs import checkpoint  # noqa: E402
+from vitnqs.config import RunConfig  # noqa: E402
 from vitnqs.devices import XLA_ONE_THREAD  # noqa: E402
-from vitnqs.optimize import HISTORY_COLUMNS, RunConfig  # noqa: E402
+from vitnqs.optimize import HISTORY_COLUMNS  # noqa: E402
 from vitnqs.sweeps import run_space, runs_table  # noqa: E402
 
 pytestmark = pytest.mark.slurm

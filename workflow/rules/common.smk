@@ -19,17 +19,16 @@ shell.prefix(
 
 import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
-from vitnqs.optimize import RunConfig
-from vitnqs.resources import run_memory
+from vitnqs.config import RUN_COLUMNS, RunConfig
+from vitnqs.plan import plan_run
 from vitnqs.sweeps import (
-    RUN_COLUMNS,
     in_sweep,
     preset,
     run_options,
     run_space,
     runs_table,
+    timing_plan,
 )
-from vitnqs.timing import timing_plan
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -185,22 +184,12 @@ def slurm_warning(wildcards, attempt):
     return f"--signal=URG@{seconds}"
 
 
-# Memory: the run's estimate (vitnqs.resources: SR Jacobian and kernel, activations,
-# runtime) plus 20 %. On the host too: a conservative request for GPU runs.
+# Memory: the run plan's estimate (vitnqs.plan: the SR mode the run will choose for the
+# declared gpu_memory_gb, or the hungrier one where none is declared) plus 20 %. On the
+# host too: a conservative request for GPU runs.
 def mem_mb(wildcards, attempt):
-    s = run_settings(wildcards)
-    config = RunConfig(
-        **{k: getattr(s[k], "item", lambda: s[k])() for k in RUN_COLUMNS}
-    )
-    gpu_memory = OPTIONS.gpu_memory_gb
-    estimate = run_memory(
-        config,
-        OPTIONS.chunk_size,
-        OPTIONS.sr_mode,
-        OPTIONS.n_devices,
-        memory_bytes=None if gpu_memory is None else gpu_memory * 1e9,
-    )
-    return int(1.2 * OPTIONS.n_devices * estimate.total / 1e6)
+    plan = plan_run(RunConfig.from_row(run_settings(wildcards)), OPTIONS)
+    return int(1.2 * plan.n_devices * plan.memory.total / 1e6)
 
 
 # The site's GPU partition and model, where its profile names them (else the default

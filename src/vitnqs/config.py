@@ -1,0 +1,297 @@
+"""What a run is and how it executes: the settings layer, importing neither JAX nor NetKet.
+
+One place for each decision about a run's settings:
+
+* the allowed names (:data:`ATTENTIONS`, :data:`SR_MODES`, :data:`DEVICES`,
+  :data:`NETWORK_DTYPES`);
+* :class:`RunConfig` (what a run computes: its fields name its directory) and
+  :class:`RunOptions` (how it executes), each validated once, at the edge, by
+  ``validate()``; errors name the field (:class:`ConfigError`), the command line and
+  the workflow add their own wording (:meth:`ConfigError.flagged`);
+* the paper's model (:data:`PAPER_MODEL`, and the defaults of :class:`RunConfig`);
+* one way from a table row to a run (:meth:`RunConfig.from_row`) and the columns of
+  the run tables (:data:`RUN_COLUMNS`);
+* the parameter count of the ViT in closed form (:func:`n_parameters`).
+
+The tables, findings, figures and the workflow import this module, never NetKet or JAX.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import numbers
+import textwrap
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+ATTENTIONS = ("t5", "decoupled", "factored")
+"""Attention mechanisms of the ViT (:class:`vitnqs.models.ViT`)."""
+SR_MODES = ("explicit", "symmetric", "onthefly")
+"""How the SR kernel is built:
+
+* ``explicit``: NetKet's ``VMC_SR(on_the_fly=False)``, the dense ``2M x P`` Jacobian
+  ``O`` is centred, scaled and ``O O^T`` formed by one matrix product;
+* ``symmetric``: the uncentred Jacobian, the kernel from its upper block triangle and
+  centred afterwards (:class:`vitnqs.sr.KernelSR`: the same update, fewer operations
+  and one Jacobian in memory; one device only);
+* ``onthefly``: NetKet's ``VMC_SR(on_the_fly=True)``, the kernel is contracted from
+  per-chunk Jacobians without storing the whole one.
+"""
+SR_MODE_CHOICES = ("auto", *SR_MODES)
+"""Allowed ``sr_mode`` settings: ``auto`` is resolved by :func:`vitnqs.plan.plan_run`."""
+DEVICES = ("gpu", "cpu", "auto")
+"""Allowed device settings: ``gpu`` requires a GPU backend, ``cpu`` runs on the CPU even
+where GPUs are allocated, ``auto`` takes what JAX finds but refuses a GPU allocation that
+JAX cannot use (:mod:`vitnqs.devices`)."""
+NETWORK_DTYPES = ("float64", "float32")
+"""Allowed arithmetic of the network (see :attr:`RunOptions.network_dtype`)."""
+PAPER_MODEL = {"d": 60, "heads": 10, "b": 2, "layers": 4}
+"""The paper's ViT (Table 1): embedding dimension, heads, patch size, encoder blocks."""
+
+
+FLAGS = {"reference_file": "--reference"}
+"""Command-line flags not spelled like their fields."""
+
+
+class FieldError(Exception):
+    """An error about one setting; ``field`` names it (``L/b`` for a pair)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+    def flagged(self) -> str:
+        """The message with command-line flags: ``--diag-shift: ...``, ``--L/--b: ...``."""
+        flags = "/".join(
+            FLAGS.get(name, f"--{name.replace('_', '-')}") for name in self.field.split("/")
+        )
+        return f"{flags}: {self.message}"
+
+
+class ConfigError(FieldError, ValueError):
+    """A setting is out of range."""
+
+
+def validate_architecture(attention: str, L: int, layers: int, d: int, heads: int, b: int) -> None:
+    """Raise :class:`ConfigError` naming the offending field if the ViT cannot be built.
+
+    Args:
+        attention: one of :data:`ATTENTIONS`.
+        L: linear lattice size.
+        layers: number of encoder blocks.
+        d: embedding dimension.
+        heads: number of attention heads.
+        b: linear patch size.
+
+    """
+    if attention not in ATTENTIONS:
+        raise ConfigError(
+            "attention", f"unknown attention {attention!r}; allowed: {', '.join(ATTENTIONS)}"
+        )
+    for name, value in (("L", L), ("layers", layers), ("d", d), ("heads", heads), ("b", b)):
+        if not _is_int(value) or value < 1:
+            raise ConfigError(name, f"must be a positive integer (got {value!r})")
+    if L % b:
+        raise ConfigError("L/b", f"L={L} is not divisible by the patch size b={b}")
+    if d % heads:
+        raise ConfigError("d/heads", f"d={d} is not divisible by heads={heads}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one optimization run (defaults: the paper's).
+
+    The fields, in order, are the columns of the run tables and name the run's directory
+    (:func:`vitnqs.sweeps.run_space`).
+    """
+
+    attention: str
+    """attention mechanism"""
+    L: int
+    """linear lattice size"""
+    J2: float
+    """next-nearest-neighbour coupling, J1 = 1 (>= 0)"""
+    layers: int
+    """number of encoder blocks"""
+    d: int = PAPER_MODEL["d"]
+    """embedding dimension"""
+    heads: int = PAPER_MODEL["heads"]
+    """attention heads"""
+    b: int = PAPER_MODEL["b"]
+    """linear patch size"""
+    samples: int = 6000
+    """Monte Carlo samples per step (= Markov chains, one sample each)"""
+    steps: int = 5000
+    """optimization steps"""
+    lr: float = 0.03
+    """initial learning rate tau0, cosine decay to 0 over the steps"""
+    diag_shift: float = 1e-4
+    """diagonal shift of the SR kernel"""
+    seed: int = 0
+    """seed of the parameter initialization and of the sampler"""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        validate_architecture(self.attention, self.L, self.layers, self.d, self.heads, self.b)
+        checks = [
+            ("samples", self.samples, _is_int(self.samples) and self.samples > 0, "> 0"),
+            ("steps", self.steps, _is_int(self.steps) and self.steps > 0, "> 0"),
+            ("lr", self.lr, _is_finite(self.lr) and self.lr > 0, "finite and > 0"),
+            (
+                "diag_shift",
+                self.diag_shift,
+                _is_finite(self.diag_shift) and self.diag_shift > 0,
+                "finite and > 0",
+            ),
+            ("J2", self.J2, _is_finite(self.J2) and self.J2 >= 0, "finite and >= 0"),
+            ("seed", self.seed, _is_int(self.seed) and self.seed >= 0, ">= 0"),
+        ]
+        for name, value, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(name, f"must be {allowed} (got {value!r})")
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunConfig:
+        """The run of a table row, every field cast to its type.
+
+        Args:
+            row: a dict, a pandas row or a Snakemake ``Paramspace`` instance (numpy
+                scalars, the strings of a path).
+
+        """
+        types = {"str": str, "int": int, "float": float}
+        return cls(**{f.name: types[f.type](row[f.name]) for f in dataclasses.fields(cls)})
+
+    @property
+    def n_sites(self) -> int:
+        """Number of lattice sites."""
+        return self.L * self.L
+
+    @property
+    def n_parameters(self) -> int:
+        """Real parameters of the run's ViT (:func:`n_parameters`)."""
+        return n_parameters(self.attention, self.L, self.layers, self.d, self.heads, self.b)
+
+
+RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(RunConfig))
+"""The settings that identify a run (and name its directory), in order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to execute a run; none of these change the result beyond rounding."""
+
+    chunk_size: int | None = None
+    """samples per forward/backward chunk, a memory bound (default: no chunking)"""
+    checkpoint_every: int | None = None
+    """steps between checkpoints (default: about every 5 minutes)"""
+    progress: bool = True
+    """print progress on stderr"""
+    sr_mode: str = "auto"
+    """how the SR kernel is built (auto: the fastest that fits the device's memory)"""
+    network_dtype: str = "float64"
+    """arithmetic of the network; parameters, kernel and solve stay float64"""
+    reference_file: Path | None = None
+    """reference-energy JSON of `vitnqs reference` (default: computed here)"""
+    device: str = "auto"
+    """gpu: require a GPU; cpu: run on the CPU even where GPUs are allocated; auto: what
+    JAX finds, but refuse a SLURM GPU allocation that JAX cannot use"""
+    n_devices: int = 1
+    """devices to shard the samples over: the GPUs of the job, or with device cpu virtual
+    CPU devices"""
+    gpu_memory_gb: float | None = None
+    """memory of one GPU: refuse a run whose estimate exceeds it, and size the SR mode
+    for it (default: what the device reports)"""
+
+    def validate(self, config: RunConfig | None = None) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field.
+
+        Args:
+            config: if given, also check that its samples split evenly over the devices
+                and into chunks (NetKet shards the chains over the devices, then chunks
+                each device's samples).
+
+        """
+        for name in ("chunk_size", "checkpoint_every", "n_devices"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ConfigError(name, f"must be a positive integer (got {value!r})")
+        for name, allowed in (
+            ("network_dtype", NETWORK_DTYPES),
+            ("sr_mode", SR_MODE_CHOICES),
+            ("device", DEVICES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    name, f"must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
+                )
+        memory = self.gpu_memory_gb
+        if memory is not None and not (_is_finite(memory) and memory > 0):
+            raise ConfigError("gpu_memory_gb", f"must be finite and > 0 (got {memory!r})")
+        if config is None:
+            return
+        if config.samples % self.n_devices:
+            raise ConfigError(
+                "samples/n_devices",
+                f"{config.samples} samples do not split evenly over {self.n_devices} devices "
+                f"(gpus_per_run); use a multiple of {self.n_devices}",
+            )
+        per_device = config.samples // self.n_devices
+        if self.chunk_size is not None and self.chunk_size < per_device:
+            if per_device % self.chunk_size:
+                raise ConfigError(
+                    "chunk_size",
+                    f"{self.chunk_size} does not divide the {per_device} samples per device "
+                    f"({config.samples} samples over {self.n_devices} device(s)); use a "
+                    "divisor of it",
+                )
+
+
+@cache
+def field_help(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass, by field: the command line's help texts."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    helps = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr):
+            helps[node.target.id] = " ".join(after.value.value.split())
+    return helps
+
+
+FIELD_CHOICES = {
+    "attention": ATTENTIONS,
+    "sr_mode": SR_MODE_CHOICES,
+    "network_dtype": NETWORK_DTYPES,
+    "device": DEVICES,
+}
+"""The fields whose values are names, and the names they allow."""
+
+
+def n_parameters(attention: str, L: int, layers: int, d: int, heads: int, b: int) -> int:
+    """Real parameters of :class:`vitnqs.models.ViT`, in closed form.
+
+    Embedding ``b^2 d + d``; per encoder block two layer norms ``4d``, the value and
+    output projections ``2 (d^2 + d)``, for T5 and Decoupled also the query and key
+    projections ``2 (d^2 + d)``, the positional vector ``heads n`` (``n = (L/b)^2``
+    patches), the MLP ``8 d^2 + 5 d``; the output head three layer norms ``6d`` and
+    two dense layers ``2 (d^2 + d)``. ``tests/test_models.py`` checks it against the
+    shapes flax builds, for every attention.
+    """
+    n = (L // b) ** 2
+    projections = 2 if attention == "factored" else 4
+    block = 4 * d + projections * (d * d + d) + heads * n + 8 * d * d + 5 * d
+    return b * b * d + d + layers * block + 6 * d + 2 * (d * d + d)

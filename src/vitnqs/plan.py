@@ -1,0 +1,153 @@
+"""The run plan: everything decided about how one run executes, decided once.
+
+:func:`plan_run` takes a run, its options and the memory of one device, and returns a
+:class:`RunPlan`: the SR mode (``auto`` resolved, NetKet's QGT form where ``M >= P``,
+NetKet's dense product on several devices), whether the kernel trick is used, the chunk,
+the devices and the memory estimate. The driver (:func:`vitnqs.optimize.build_driver`),
+the memory check, ``summary.json`` and the workflow's resource requests all read a plan;
+nothing below it sees ``auto``.
+
+The device's memory comes from one stated source, in this order
+(:func:`device_memory`): ``gpu_memory_gb`` where the config declares it; a measurement
+(the pilot's, when it has one); what the device reports at run time. Where none is known
+(the workflow, before any job runs) the plan takes the mode that needs the most memory
+of those ``auto`` chooses from, so that a job's request covers what its run picks.
+
+Imports neither JAX nor NetKet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from vitnqs import resources
+from vitnqs.config import FieldError, RunConfig, RunOptions
+
+MEMORY_SOURCES = ("declared", "measured", "reported", "unknown")
+"""Where a plan's device memory came from: ``gpu_memory_gb`` in the config, the pilot's
+measurement, the device at run time, or nowhere (the hungrier mode is planned)."""
+
+
+class MemoryRefused(FieldError):
+    """The run's estimate exceeds the declared memory of one GPU (exit code 78)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """How one run executes (see the module docstring)."""
+
+    sr_mode: str
+    """The SR kernel's mode, one of :data:`vitnqs.config.SR_MODES` (never ``auto``)."""
+    use_ntk: bool
+    """Kernel trick (``M < P``); otherwise NetKet's QGT form with an explicit Jacobian."""
+    chunk_size: int | None
+    """Samples per forward/backward chunk on one device."""
+    n_devices: int
+    """Devices the samples are sharded over."""
+    device: str
+    """``gpu``, ``cpu`` or ``auto`` (:data:`vitnqs.config.DEVICES`)."""
+    n_parameters: int
+    """Real parameters of the network."""
+    memory: resources.MemoryEstimate
+    """Bytes one device needs in :attr:`sr_mode`."""
+    device_memory_bytes: float | None
+    """Memory of one device the mode was chosen for (``None``: not known)."""
+    memory_source: str
+    """Where :attr:`device_memory_bytes` came from, one of :data:`MEMORY_SOURCES`."""
+    requested_sr_mode: str
+    """The ``sr_mode`` option as given (``auto`` or a mode)."""
+
+    def describe(self) -> str:
+        """One log line."""
+        known = (
+            "not known"
+            if self.device_memory_bytes is None
+            else f"{self.device_memory_bytes / 1e9:.1f} GB, {self.memory_source}"
+        )
+        return (
+            f"SR mode {self.sr_mode} (asked: {self.requested_sr_mode}; device memory "
+            f"{known}); memory estimate {self.memory.describe()}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan for ``summary.json``."""
+        fields = dataclasses.asdict(self)
+        fields["memory"] = {**fields["memory"], "total": self.memory.total}
+        return fields
+
+    def check_memory(self) -> None:
+        """Refuse a run whose estimate exceeds the declared memory of one GPU.
+
+        Raises:
+            MemoryRefused: naming ``gpu_memory_gb``, with the numbers and the ways out.
+
+        """
+        limit = self.device_memory_bytes
+        if self.memory_source != "declared" or limit is None or self.memory.total <= limit:
+            return
+        raise MemoryRefused(
+            "gpu_memory_gb",
+            f"the run needs about {self.memory.describe()} with SR mode {self.sr_mode}, "
+            f"more than the {limit / 1e9:g} GB of one GPU; lower chunk_size or samples, or "
+            "use more GPUs (gpus_per_run)"
+            + ("" if self.sr_mode == "onthefly" else " or sr_mode onthefly"),
+        )
+
+
+def device_memory(
+    options: RunOptions, measured_bytes: float | None = None, reported_bytes: float | None = None
+) -> tuple[float | None, str]:
+    """The memory of one device and its source, in the order of the module docstring."""
+    if options.gpu_memory_gb is not None:
+        return options.gpu_memory_gb * 1e9, "declared"
+    if measured_bytes is not None:
+        return measured_bytes, "measured"
+    if reported_bytes is not None:
+        return reported_bytes, "reported"
+    return None, "unknown"
+
+
+def plan_run(
+    config: RunConfig,
+    options: RunOptions,
+    measured_bytes: float | None = None,
+    reported_bytes: float | None = None,
+) -> RunPlan:
+    """Decide how ``config`` executes under ``options`` (see the module docstring).
+
+    Args:
+        config: the run (validated).
+        options: how it executes (validated); ``sr_mode`` may be ``auto``.
+        measured_bytes: memory of one device measured by the pilot, if any.
+        reported_bytes: memory of one device as JAX reports it, at run time.
+
+    """
+    memory_bytes, source = device_memory(options, measured_bytes, reported_bytes)
+    P = config.n_parameters
+    use_ntk = config.samples < P
+    # the dense product of several devices is NetKet's (KernelSR holds one device's)
+    dense = "explicit" if options.n_devices > 1 else "symmetric"
+
+    def estimate(mode: str) -> resources.MemoryEstimate:
+        return resources.run_memory(config, mode, options.chunk_size, options.n_devices)
+
+    if not use_ntk:  # NetKet's QGT form: an explicit Jacobian, no kernel
+        mode = "explicit"
+    elif options.sr_mode == "auto":
+        fits = memory_bytes is None or estimate(dense).total <= resources.FIT * memory_bytes
+        mode = dense if fits else "onthefly"
+    else:
+        mode = dense if options.sr_mode == "symmetric" else options.sr_mode
+    return RunPlan(
+        sr_mode=mode,
+        use_ntk=use_ntk,
+        chunk_size=options.chunk_size,
+        n_devices=options.n_devices,
+        device=options.device,
+        n_parameters=P,
+        memory=estimate(mode),
+        device_memory_bytes=memory_bytes,
+        memory_source=source,
+        requested_sr_mode=options.sr_mode,
+    )
