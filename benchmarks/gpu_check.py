@@ -1,14 +1,20 @@
-"""GPU check of the pipeline's code: device and versions, a 30-step run, the phase table.
+"""GPU check of the pipeline's code: devices, the pilot, a 30-step run, the phase table.
 
 Run by ``benchmarks/gpu_check.sh`` (which installs what the machine lacks); each
-section writes its file into ``--out`` as soon as it is done, so a run cut short by a
-time limit still returns the first ones:
+section writes its files into ``--out`` as soon as they are done, so a run cut short by
+a time limit still returns the first ones. The sections, in their default order (name
+any of them with ``--sections``, comma-separated; each stops at the ``--minutes``
+budget):
 
-1. ``env.json``: device, memory, versions;
-2. ``run30.csv``: 31 steps (0-30) at the paper preset's settings on 6 x 6 (J2 = 0.5,
+``env``: ``env.json``: device, memory, versions;
+``pilot6``, ``pilot10``, ``pilot1``: ``vitnqs pilot`` (5 timed steps) of the paper
+preset's runs: T5 and Decoupled at L = 6 (4 layers), the three attentions at L = 10,
+then the 1-layer runs; a row per run as it is measured (``pilot_<section>_*.csv``) and
+``pilot_<section>.csv`` with the verdicts;
+``run30``: ``run30.csv``: 31 steps (0-30) at the paper preset's settings on 6 x 6 (J2 = 0.5,
    Factored, 4 layers), energy, relative error and acceptance printed every 5 steps;
    the check: everything finite and E(30) below E(0) by more than 10 error bars;
-3. ``phases_*.csv``: ``python -m vitnqs benchmark`` at the paper preset's samples and
+``phases``: ``phases_*.csv``: ``python -m vitnqs benchmark`` at the paper preset's samples and
    chunk size: L = 6 in every SR mode (the default first), L = 10 in the default
    mode, then L = 6 with the float32 network.
 
@@ -189,13 +195,98 @@ def phases(out: Path, toy: bool, deadline: float) -> None:
         subprocess.run(command)
 
 
+PILOT_SECTIONS = {
+    # name: (title, runs as (attention, L, layers), share of the time left it may take)
+    "pilot6": ("pilot: T5 and Decoupled at L = 6, 4 layers",
+               [("t5", 6, 4), ("decoupled", 6, 4)]),
+    "pilot10": ("pilot: the three attentions at L = 10, 4 layers",
+                [("t5", 10, 4), ("decoupled", 10, 4), ("factored", 10, 4)]),
+    "pilot1": ("pilot: the 1-layer runs (L = 6)",
+               [("t5", 6, 1), ("decoupled", 6, 1), ("factored", 6, 1)]),
+}  # fmt: skip
+SECTION_MINUTES = {"pilot6": 3.5, "pilot10": 4.5, "pilot1": 3.0}
+"""Each pilot section's own time guard on a GPU (issue 15: T5 ~3 s/step at L = 6, ~8 s at
+L = 10, plus 25-40 s of compilation per run); ``--minutes`` bounds them all."""
+PILOT_TIMED_STEPS = 5
+"""The pilot's timed steps per run on the GPU machine (the H200 run was flat from its
+second step)."""
+
+
+def pilot_section(name: str, out: Path, toy: bool, deadline: float) -> int:
+    """A pilot section: ``vitnqs pilot`` per run (each in its own process), then its table.
+
+    Each run's row is written to ``out`` as soon as it is measured; no run starts with
+    less than a minute left before ``deadline``, and a run is stopped at it. Returns 1 if
+    a run failed (not if one was skipped or stopped for time: that is said).
+    """
+    title, runs = PILOT_SECTIONS[name]
+    s = preset_settings("smoke" if toy else "paper")
+    rows, failed = [], 0
+    for attention, L, layers in runs:
+        if toy:  # the smoke preset's model on 4 x 4, its samples
+            L, layers = 4, 1
+        left = deadline - time.perf_counter()
+        label = f"{name} {attention} L={L} layers={layers}"
+        if left < 60:
+            print(f"{label}: skipped, {left:.0f} s left", flush=True)
+            continue
+        row = out / f"pilot_{name}_{attention}_L{L}_l{layers}.csv"
+        command = [
+            sys.executable,
+            "-m",
+            "vitnqs",
+            "pilot",
+            "--attention",
+            attention,
+            "--L",
+            str(L),
+            "--J2",
+            "0.5",
+            "--layers",
+            str(layers),
+            *[
+                f"--{k.replace('_', '-')}={s[k]}"
+                for k in ("d", "heads", "b", "samples", "steps", "lr", "diag_shift")
+            ],
+            "--device",
+            "cpu" if toy else "gpu",
+            "--timed-steps",
+            str(2 if toy else PILOT_TIMED_STEPS),
+            "--out",
+            str(row),
+        ]
+        if s["chunk_size"]:
+            command += ["--chunk-size", str(s["chunk_size"])]
+        print(" ".join(command[2:]), flush=True)
+        try:
+            code = subprocess.run(command, timeout=left).returncode
+        except subprocess.TimeoutExpired:
+            print(f"{label}: stopped at the section's deadline", flush=True)
+            continue
+        if code == 0:
+            rows.append(str(row))
+        else:
+            print(f"{label}: FAILED (exit {code})", flush=True)
+            failed += 1
+    if rows:
+        table = [sys.executable, "-m", "vitnqs", "pilot-table", *rows,
+                 "--out", str(out / f"pilot_{name}.csv")]  # fmt: skip
+        subprocess.run(table)
+    return 1 if failed else 0  # a run skipped or stopped for time is said, not failed
+
+
 def main() -> int:
     """Run the sections (each in its own process: a JAX process keeps its GPU memory)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     parser.add_argument("--out", required=True, help="directory for the section files")
     parser.add_argument("--minutes", type=float, default=8.5, help="time budget of the check")
-    parser.add_argument("--sections", default="123", help="which sections to run (%(default)s)")
+    parser.add_argument(
+        "--sections",
+        default="env,pilot6,pilot10,pilot1,run30,phases",
+        help="which sections to run, in order, each with its own time guard (%(default)s); "
+        "1, 2 and 3 are the old names of env, run30 and phases",
+    )
     parser.add_argument("--section", help=argparse.SUPPRESS)  # one section, in a child
     args = parser.parse_args()
     out = Path(args.out)
@@ -210,23 +301,39 @@ def main() -> int:
         print(f"section 2 took {time.perf_counter() - t:.0f} s", flush=True)
         return 0 if passed else 1
     start = time.perf_counter()
+    deadline = start + 60 * args.minutes
     titles = {
-        "1": "1. device and versions",
-        "2": "2. 30 steps at the paper preset's settings" + (" (toy size)" if toy else ""),
+        "1": "device and versions",
+        "2": "30 steps at the paper preset's settings" + (" (toy size)" if toy else ""),
     }
+    old_names = {"1": "env", "2": "run30", "3": "phases"}  # "--sections 123"
+    names = [
+        old_names.get(name, name)
+        for token in args.sections.split(",")
+        for name in (token if token.isdigit() else [token.strip()])
+    ]
     status = 0
-    for number in args.sections:
-        if number == "3":
-            section("3. phase table")
-            phases(out, toy, start + 60 * args.minutes)
-            continue
-        section(titles[number])
-        child = [sys.executable, __file__, "--section", number, "--device", args.device,
-                 "--out", str(out)]  # fmt: skip
-        code = subprocess.run(child).returncode
-        if number == "1" and code:
-            return code  # no GPU: nothing else can run
-        status = status or code
+    for name in names:
+        if name == "phases":
+            section("phase table")
+            phases(out, toy, deadline)
+        elif name in PILOT_SECTIONS:
+            section(PILOT_SECTIONS[name][0] + (" (toy size)" if toy else ""))
+            guard = time.perf_counter() + 60 * SECTION_MINUTES[name] * (0.5 if toy else 1)
+            status = status or pilot_section(name, out, toy, min(deadline, guard))
+        elif name in ("env", "run30"):
+            number = {"env": "1", "run30": "2"}[name]
+            section(titles[number])
+            child = [sys.executable, __file__, "--section", number, "--device", args.device,
+                     "--out", str(out)]  # fmt: skip
+            code = subprocess.run(child).returncode
+            if name == "env" and code:
+                return code  # no GPU: nothing else can run
+            status = status or code
+        else:
+            print(f"unknown section {name!r}; known: env, {', '.join(PILOT_SECTIONS)}, run30, "
+                  "phases", flush=True)  # fmt: skip
+            return 2
     print(f"\ngpu_check done in {time.perf_counter() - start:.0f} s", flush=True)
     return status
 

@@ -156,6 +156,17 @@ def test_a_missing_attention_fails_instead_of_disappearing():
     assert failed["numbers"].str.contains("missing").all()
 
 
+def test_a_remedied_run_is_marked_in_the_findings():
+    runs = _runs()
+    runs["remedies"] = ""
+    t5 = (runs.attention == "t5") & (runs.J2 == 0.5) & (runs.seed == 1)
+    runs.loc[t5, "remedies"] = "diverged at step 396, resumed with lr x0.5"
+    table = findings(runs, _dependence(), _maps(), _step_times())
+    marked = table[table.numbers.str.contains("diverged")]
+    assert list(marked.case) == ["L=6, J2=0.5, 1 layer(s), 2 seed(s)"]
+    assert "T5 seed 1 diverged at step 396, resumed with lr x0.5" in marked.numbers.iloc[0]
+
+
 def _table1_runs(layers, **settings):
     rows = []
     for L, attention in itertools.product((6, 8), ("t5", "decoupled", "factored")):

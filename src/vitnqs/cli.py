@@ -150,6 +150,81 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pilot(sub: argparse._SubParsersAction) -> None:
+    from vitnqs.pilot import PILOT_STEPS
+
+    p = sub.add_parser(
+        "pilot",
+        help="a short job of one run at its full size: time, memory, stability",
+        description="Build one run's driver as its job will (run plan, device, chunk), "
+        "compile it, time a few steps of its schedule and write one row of pilot.csv. "
+        "Touches no run directory.",
+    )
+    run_fields = [f.name for f in dataclasses.fields(RunConfig)]
+    _add_dataclass_options(p, RunConfig, required=run_fields[:4])
+    _add_dataclass_options(p, RunOptions)
+    p.add_argument("--timed-steps", type=int, default=PILOT_STEPS, help="(%(default)s)")
+    p.add_argument("--reference", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", required=True, help="CSV of the row to write")
+    p.set_defaults(handler=_pilot)
+
+
+def _pilot(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    config, options = _config_and_options(args)
+    try:
+        config.validate()
+        options.validate(config)
+        if args.timed_steps < 1:
+            raise FieldError("timed_steps", f"must be >= 1 (got {args.timed_steps})")
+    except FieldError as error:
+        print(f"vitnqs pilot: error: {error.flagged()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    devices.configure(options.device, options.n_devices)
+    try:
+        devices.require_device(options.device, options.n_devices)
+    except devices.DeviceError as error:
+        print(f"vitnqs pilot: error: {error}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    from vitnqs.pilot import pilot
+
+    row = pilot(config, options, args.timed_steps)
+    pd.DataFrame([row]).to_csv(args.out, index=False)
+    print(pd.Series(row).to_string())
+    return 0
+
+
+def _add_pilot_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pilot-table", help="pilot.csv from the pilot's rows, with verdicts")
+    p.add_argument("rows", nargs="+", help="CSV rows written by `vitnqs pilot`")
+    p.add_argument("--max-runtime", type=int, help="the site's cap on a job, in minutes")
+    p.add_argument("--retries", type=int, help="the optimize rule's retries")
+    p.add_argument("--out", required=True, help="pilot.csv to write; also printed")
+    p.set_defaults(handler=_pilot_table)
+
+
+def _pilot_table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitnqs.pilot import requests, summary, verdicts
+
+    table = pd.concat([pd.read_csv(f) for f in args.rows], ignore_index=True)
+    rows = [row.to_dict() for _, row in table.iterrows()]
+    extra = [
+        {
+            **requests(row, args.max_runtime),
+            "verdict": verdicts(row, args.max_runtime, args.retries),
+        }
+        for row in rows
+    ]
+    table = pd.concat([table, pd.DataFrame(extra)], axis=1)
+    table.to_csv(args.out, index=False)
+    print(summary(table))
+    return 0
+
+
 def _add_reference(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reference",
@@ -471,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (
         _add_optimize,
+        _add_pilot,
+        _add_pilot_table,
         _add_reference,
         _add_attention_maps,
         _add_collect,

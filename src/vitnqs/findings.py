@@ -80,9 +80,13 @@ def accuracy_rows(runs: pd.DataFrame) -> list[dict[str, str]]:
         means = [mean for mean, _ in stats.values()]
         ratio = max(means) / min(means)
         passed = ratio <= AGREEMENT_FACTOR and (bound is None or max(means) <= bound)
+        remedied = panel[panel.get("remedies", pd.Series("", panel.index)).fillna("") != ""]
+        notes = "".join(
+            f"; {NAMES[r.attention]} seed {r.seed} {r.remedies}" for r in remedied.itertuples()
+        )
         rows.append(
             {"claim": ACCURACY, "case": case, "criterion": criterion, "result": _result(passed),
-             "numbers": f"{numbers}; largest / smallest {ratio:.2f}"}
+             "numbers": f"{numbers}; largest / smallest {ratio:.2f}{notes}"}
         )  # fmt: skip
     return rows
 

@@ -38,7 +38,7 @@ from netket.utils import struct
 
 from vitnqs import checkpoint, devices, measure
 from vitnqs.checkpoint import check_same_run, read_finished
-from vitnqs.config import ConfigError, RunConfig, RunOptions
+from vitnqs.config import RESULTS_VERSION, ConfigError, RunConfig, RunOptions
 from vitnqs.models import ViT
 from vitnqs.physics import energy_bounds, exchange_sampler, j1j2_hamiltonian
 from vitnqs.plan import RunPlan, plan_run
@@ -515,6 +515,7 @@ def _optimize(
     reference = {} if run.reference is None else dataclasses.asdict(run.reference)
     summary = {
         "config": dataclasses.asdict(config),
+        "results_version": RESULTS_VERSION,
         "options": {
             "chunk_size": options.chunk_size,
             "checkpoint_every": options.checkpoint_every,

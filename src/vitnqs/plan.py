@@ -151,3 +151,51 @@ def plan_run(
         memory_source=source,
         requested_sr_mode=options.sr_mode,
     )
+
+
+# -- the job's requests: from the pilot's measurements where they exist -----------------
+SECONDS_PER_SAMPLE_SITE_LAYER = 8.3e-6
+"""Time per step of the formula, per sample, site and layer on one A100: the paper's
+Table 1 (T5, L = 10, 4 layers, M = 6000: 28 h / 5000 steps = 20 s per step)."""
+TIME_MARGIN = {"formula": 1.5, "pilot": 1.3}
+"""Factor on the projected time of a run (the formula is a rough scaling; the pilot
+measured this run's own step on this device), plus :data:`TIME_EXTRA_MINUTES`."""
+TIME_EXTRA_MINUTES = 10
+"""Start-up, compilation and the final evaluation."""
+MEMORY_MARGIN = {"formula": 1.2, "pilot": 1.3}
+"""Factor on host memory: on the plan's estimate per device (a conservative request:
+for a GPU run it is device memory), or on the pilot's measured peak of the process."""
+
+
+def runtime_minutes(
+    config: RunConfig,
+    n_devices: int,
+    attempt: int,
+    max_runtime: int | None,
+    pilot_row: dict[str, Any] | None = None,
+) -> int:
+    """Minutes one job of a run asks for: ``attempt`` times the estimate, at most the cap.
+
+    The estimate is the pilot's projection (compilation plus every step at the measured
+    median) with its margin where a pilot row exists, else the formula's
+    (:data:`SECONDS_PER_SAMPLE_SITE_LAYER`). A run longer than ``max_runtime`` goes on
+    over several jobs, each stopped by SLURM's warning with a checkpoint.
+    """
+    if pilot_row is not None:
+        hours = pilot_row["projected_hours"]
+        minutes = TIME_MARGIN["pilot"] * 60 * hours + TIME_EXTRA_MINUTES
+    else:
+        seconds = SECONDS_PER_SAMPLE_SITE_LAYER * config.samples * config.n_sites
+        seconds *= config.layers * config.steps / n_devices
+        minutes = TIME_MARGIN["formula"] * seconds / 60 + TIME_EXTRA_MINUTES
+    minutes *= attempt
+    return int(minutes if max_runtime is None else min(minutes, max_runtime))
+
+
+def job_memory_mb(
+    estimate_bytes: float, n_devices: int, pilot_row: dict[str, Any] | None = None
+) -> int:
+    """Host memory one job of a run asks for, in MB (see :data:`MEMORY_MARGIN`)."""
+    if pilot_row is not None:
+        return int(MEMORY_MARGIN["pilot"] * pilot_row["peak_host_bytes"] / 1e6)
+    return int(MEMORY_MARGIN["formula"] * n_devices * estimate_bytes / 1e6)

@@ -60,10 +60,19 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
         rows.append(
             {**expected, "sweeps": settings["sweeps"], "run": Path(run_dir).name}
             | {f: summary[f] for f in SUMMARY_FIELDS}
+            | {"remedies": remedies(summary)}
         )
         history = pd.read_csv(Path(run_dir) / "history.csv")
         histories.append(history.assign(**expected)[[*RUN_COLUMNS, *history.columns]])
     return pd.DataFrame(rows), pd.concat(histories, ignore_index=True)
+
+
+def remedies(summary: dict) -> str:
+    """What a run's divergences changed, for the tables: empty if it never diverged."""
+    return "; ".join(
+        f"diverged at step {d['step']}, resumed with lr x{d['lr_factor'] / 2:g}"
+        for d in summary.get("divergences", [])
+    )
 
 
 def _combined_sigma(a: float, b: float) -> float:
