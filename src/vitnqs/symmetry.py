@@ -473,3 +473,142 @@ def symmetrization_cost(
         "ratio": timings["space_group"] / timings["cosets"],
         "max_log_psi_diff": float(np.max(np.abs(diff))),
     }
+
+
+# ---------------------------------------------------------------------------------------
+# Symmetrized fine-tuning
+
+
+def finetune_symmetrized(
+    run_dir: str | Path,
+    out: str | Path,
+    steps: int,
+    *,
+    samples: int | None = None,
+    lr: float = 0.003,
+    diag_shift: float | None = None,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    checkpoint_every: int = 10,
+    n_thermalize: int = EVAL_DISCARD,
+) -> dict[str, Any]:
+    """A few SR steps on the symmetrized network, starting from a run's trained parameters.
+
+    Resumable: a checkpoint (driver, sampler state, history) is written to ``out`` every
+    ``checkpoint_every`` steps and at the end; a second call with the same settings
+    continues from it, or returns at once if all steps are done; a larger ``steps``
+    extends a finished fine-tuning. ``out`` then holds a
+    ``summary.json`` (the original run's, with a ``finetune`` entry) and the fine-tuned
+    ``params.msgpack`` of the inner ViT, so :func:`evaluate_symmetrized` reads ``out``
+    as it reads a run directory (its plain numbers stay those of the original run).
+
+    Args:
+        run_dir: finished run (``summary.json``, ``params.msgpack``).
+        out: output directory (created if needed).
+        steps: SR steps in total.
+        samples: samples per step (one per chain, as in the run); default the run's.
+        lr: constant learning rate (small: the start is already optimized).
+        diag_shift: SR diagonal shift; default the run's.
+        seed: seed of the sampler.
+        chunk_size: configurations per network evaluation chunk.
+        checkpoint_every: steps between checkpoints.
+        n_thermalize: sweeps discarded before the first step (the chains start random).
+
+    Returns:
+        The ``finetune`` entry: settings, ``history`` (per step ``energy``,
+        ``energy_error``, ``energy_variance``, per site), ``steps_done`` and
+        ``time_s`` (wall time over all calls).
+
+    """
+    import optax  # only needed here
+
+    from vitnqs import checkpoint
+
+    run_dir, out = Path(run_dir), Path(out)
+    summary, model, params = load_run(run_dir)
+    c = summary["config"]
+    L, J2, n_sites = c["L"], c["J2"], c["L"] ** 2
+    settings = {
+        "run_dir": str(run_dir),
+        "steps": steps,
+        "samples": samples or c["samples"],
+        "lr": lr,
+        "diag_shift": c["diag_shift"] if diag_shift is None else diag_shift,
+        "seed": seed,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with checkpoint.lock_run_dir(out):
+        payload = checkpoint.load_checkpoint(out)
+        if payload is not None:
+            stored = {k: v for k, v in payload["settings"].items() if k != "steps"}
+            if stored != {k: v for k, v in settings.items() if k != "steps"}:
+                raise ValueError(f"{out} holds a fine-tuning with other settings: {stored}")
+            settings["steps"] = max(steps, int(payload["settings"]["steps"]))
+        rows = {} if payload is None else payload["history"]
+        history = [dict(rows[key]) for key in sorted(rows, key=int)]
+        elapsed_before = 0.0 if payload is None else float(payload["elapsed"])
+        start = time.perf_counter()
+
+        vstate = nk.vqs.MCState(
+            exchange_sampler(L, n_chains=settings["samples"]),
+            symmetrize(model, L),
+            n_samples=settings["samples"],
+            n_discard_per_chain=n_thermalize,
+            chunk_size=chunk_size,
+            variables={"params": {"module": params}},
+            sampler_seed=jax.random.key(seed),
+        )
+        driver = nk.driver.VMC_SR(
+            j1j2_hamiltonian(L, J2),
+            optax.sgd(lr),
+            diag_shift=settings["diag_shift"],
+            variational_state=vstate,
+            use_ntk=settings["samples"] < vstate.n_parameters,
+            mode="complex",
+        )
+        if payload is not None:
+            driver = flax.serialization.from_bytes(driver, payload["driver"])
+            driver.state.n_discard_per_chain = 0  # the restored chains are thermalized
+
+        def save() -> None:
+            checkpoint.save_checkpoint(
+                out,
+                {
+                    "settings": settings,
+                    "driver": flax.serialization.to_bytes(driver),
+                    "history": {str(i): row for i, row in enumerate(history)},
+                    "elapsed": elapsed_before + time.perf_counter() - start,
+                },
+            )
+
+        def record(step, log_data, drv) -> bool:
+            stats = log_data["Energy"]
+            history.append(
+                {
+                    "energy": float(np.real(stats.mean)) / n_sites,
+                    "energy_error": float(stats.error_of_mean) / n_sites,
+                    "energy_variance": float(stats.variance) / n_sites**2,
+                }
+            )
+            drv.state.n_discard_per_chain = 0  # thermalized: one new sample per chain
+            return True
+
+        while driver.step_count < steps:  # never undoes steps already taken
+            n = min(checkpoint_every, steps - driver.step_count)
+            driver.run(n, callback=record, show_progress=False)
+            save()
+        entry = {
+            **settings,
+            "steps_done": int(driver.step_count),
+            "history": history,
+            "time_s": elapsed_before + time.perf_counter() - start,
+        }
+        checkpoint.write_atomic(
+            out / "params.msgpack",
+            flax.serialization.to_bytes(driver.state.parameters["module"]),
+        )
+        record_summary = {**summary, "finetune": entry}
+        checkpoint.write_atomic(
+            out / "summary.json", (json.dumps(record_summary, indent=2) + "\n").encode()
+        )
+    return entry
