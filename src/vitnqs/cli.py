@@ -88,9 +88,9 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
-TIMING_COMMANDS = ("step-times", "benchmark")
-"""Commands that time the network: their --device is applied and checked before NetKet
-loads, as a run's (:func:`_optimize`)."""
+TIMING_COMMANDS = ("step-times", "benchmark", "symmetrize", "finetune")
+"""Other commands that evaluate the network: their --device is applied and checked before
+NetKet loads, as a run's (:func:`_optimize`)."""
 
 
 def _config_and_options(args: argparse.Namespace) -> tuple[RunConfig, RunOptions]:
@@ -222,6 +222,68 @@ def _pilot_table(args: argparse.Namespace) -> int:
     table = pd.concat([table, pd.DataFrame(extra)], axis=1)
     table.to_csv(args.out, index=False)
     print(summary(table))
+    return 0
+
+
+def _add_symmetrize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "symmetrize",
+        help="energy, variance and V-score of a finished run's network projected on the "
+        "lattice symmetries (beyond the paper)",
+    )
+    p.add_argument("--run-dir", required=True, help="a finished run directory")
+    p.add_argument("--samples", type=int, required=True, help="samples of the projected state")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (%(default)s)")
+    p.add_argument("--chunk-size", type=int, help="configurations per network chunk")
+    _add_device(p)
+    p.add_argument("--out", required=True, help="JSON to write")
+    p.set_defaults(handler=_symmetrize)
+
+
+def _symmetrize(args: argparse.Namespace) -> int:
+    import json
+
+    from vitnqs.checkpoint import write_atomic
+    from vitnqs.symmetry import evaluate_symmetrized
+
+    result = evaluate_symmetrized(args.run_dir, args.samples, args.seed, args.chunk_size)
+    write_atomic(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
+    print(
+        f"[vitnqs] symmetrized E/N = {result['energy']:.6f} +- {result['energy_error']:.6f} "
+        f"(plain {result['plain_energy']:.6f}), V-score {result['v_score']:.3g} (plain "
+        f"{result['plain_v_score']:.3g}), {result['eval_time_s']:.0f} s = "
+        f"{result['eval_time_in_steps']:.0f} plain steps",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="SR steps on a finished run's symmetrized network (resumable; beyond the paper)",
+    )
+    p.add_argument("--run-dir", required=True, help="a finished run directory")
+    p.add_argument("--steps", type=int, required=True, help="SR steps in total")
+    p.add_argument("--lr", type=float, default=0.003, help="constant learning rate (%(default)s)")
+    p.add_argument("--chunk-size", type=int, help="configurations per network chunk")
+    _add_device(p)
+    p.add_argument("--out", required=True, help="directory of the fine-tuned stage")
+    p.set_defaults(handler=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from vitnqs.symmetry import finetune_symmetrized
+
+    entry = finetune_symmetrized(
+        args.run_dir, args.out, args.steps, lr=args.lr, chunk_size=args.chunk_size
+    )
+    last = entry["history"][-1]
+    print(
+        f"[vitnqs] fine-tuned {entry['steps_done']} steps: E/N = {last['energy']:.6f} +- "
+        f"{last['energy_error']:.6f}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -548,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_optimize,
         _add_pilot,
         _add_pilot_table,
+        _add_symmetrize,
+        _add_finetune,
         _add_reference,
         _add_attention_maps,
         _add_collect,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 from netket.jax import logsumexp_cplx
 from netket.utils import HashableArray
 
+from vitnqs import measure
 from vitnqs.geometry import site_index
 from vitnqs.models import ViT
 from vitnqs.physics import (
@@ -367,7 +367,7 @@ def evaluate_symmetrized(
             f"samples={samples} must be a positive multiple of samples_per_chain="
             f"{samples_per_chain}"
         )
-    start = time.perf_counter()
+    clock = measure.Stopwatch()
     summary, model, params = load_run(run_dir)
     c = summary["config"]
     L, J2, n_sites = c["L"], c["J2"], c["L"] ** 2
@@ -386,7 +386,7 @@ def evaluate_symmetrized(
     energy = float(np.real(stats.mean)) / n_sites
     error = float(stats.error_of_mean) / n_sites
     variance = float(stats.variance) / n_sites**2
-    elapsed = time.perf_counter() - start
+    elapsed = clock.stop()
 
     e_inf = infinite_temperature_energy(L, J2, e_inf_convention)
     reference = reference_energy(L, J2)
@@ -456,12 +456,9 @@ def symmetrization_cost(
     for name, (module, v) in wrappers.items():
         fn = jax.jit(module.apply)
         outputs[name] = np.asarray(fn(v, sigma).block_until_ready())
-        best = math.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(v, sigma).block_until_ready()
-            best = min(best, time.perf_counter() - t0)
-        timings[name] = best
+        timings[name] = min(
+            measure.timed(lambda fn=fn, v=v: fn(v, sigma)).wall_s for _ in range(repeats)
+        )
     diff = outputs["cosets"] - outputs["space_group"]
     diff = diff - 2j * np.pi * np.round(diff.imag / (2 * np.pi))
     return {
@@ -547,7 +544,7 @@ def finetune_symmetrized(
         rows = {} if payload is None else payload["history"]
         history = [dict(rows[key]) for key in sorted(rows, key=int)]
         elapsed_before = 0.0 if payload is None else float(payload["elapsed"])
-        start = time.perf_counter()
+        clock = measure.Stopwatch()
 
         vstate = nk.vqs.MCState(
             exchange_sampler(L, n_chains=settings["samples"]),
@@ -577,7 +574,7 @@ def finetune_symmetrized(
                     "settings": settings,
                     "driver": flax.serialization.to_bytes(driver),
                     "history": {str(i): row for i, row in enumerate(history)},
-                    "elapsed": elapsed_before + time.perf_counter() - start,
+                    "elapsed": elapsed_before + clock.stop(),
                 },
             )
 
@@ -601,7 +598,7 @@ def finetune_symmetrized(
             **settings,
             "steps_done": int(driver.step_count),
             "history": history,
-            "time_s": elapsed_before + time.perf_counter() - start,
+            "time_s": elapsed_before + clock.stop(),
         }
         checkpoint.write_atomic(
             out / "params.msgpack",
