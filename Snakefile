@@ -21,17 +21,26 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/benchmarks.smk"
 
 
+# The paper's outputs in figures/ and results/tables/, any other preset's below its name
+# (figures/quick/, results/quick/tables/): see FIGURES and TABLES in common.smk.
 rule all:
     input:
         expand(
-            "figures/{fig}.{ext}",
+            "{dir}/{fig}.{ext}",
+            dir=FIGURES,
             fig=["fig2", "fig3", "fig4", "fig5"],
             ext=["pdf", "png"],
         ),
-        expand("results/tables/table1.{ext}", ext=["csv", "md", "tex"]),
-        "results/tables/runs.csv",
-        "results/tables/history.csv",
-        "results/tables/attention_dependence.csv",
-        "results/tables/step_times.csv",
-        "results/tables/findings.csv",
-        "results/tables/shastry_sutherland.csv",
+        expand("{dir}/table1.{ext}", dir=TABLES, ext=["csv", "md", "tex"]),
+        expand(
+            "{dir}/{name}.csv",
+            dir=TABLES,
+            name=[
+                "runs",
+                "history",
+                "attention_dependence",
+                "step_times",
+                "findings",
+                "shastry_sutherland",
+            ],
+        ),

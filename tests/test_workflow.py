@@ -157,6 +157,185 @@ def test_site_resources_shape_the_cluster_requests(tmp_path):
     assert "max_runtime must be a number of minutes >= 2" in done.stdout + done.stderr
 
 
+def _profile_run(workdir, *args, timeout=300, env=None):
+    """`snakemake --profile slurm ...` in a copy of the repository (the site profile in
+    ./slurm, as on a cluster's login node)."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def _planned(output: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(rule, output, resources) of each job of a dry run."""
+    jobs = []
+    for block in re.split(r"^rule (?=\w+:$)", output, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
+        resources = fields.get("resources", "")
+        jobs.append(
+            (rule, fields.get("output", ""), dict(kv.split("=", 1) for kv in resources.split(", ")))
+        )
+    return jobs
+
+
+def test_site_profile_preset_survives_a_command_line_config(tmp_path, copy_workflow):
+    """`--config` on the command line adds to the site profile's preset (slurm/site.yaml)
+    instead of replacing it: the paper's runs, on GPUs."""
+    work = copy_workflow(tmp_path)
+    done = _profile_run(work, "-n", "all", "--config", "gpus_per_run=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    optimize = [(out, r) for rule, out, r in _planned(done.stdout) if rule == "optimize"]
+    assert len(optimize) == 18, done.stdout[-3000:]
+    assert all("_d~60_" in out and r["gpu"] == "2" for out, r in optimize)
+    assert "_d~16_" not in done.stdout
+    # naming another preset still works
+    done = _profile_run(work, "-n", "all", "--config", "preset=quick", "gpus_per_run=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "_d~60_" not in done.stdout and "figures/quick/fig3.pdf" in done.stdout
+
+
+def test_cluster_run_without_a_chosen_preset_is_refused(tmp_path, copy_workflow):
+    """A command-line --configfile replaces the profile's site.yaml: a cluster run (not a
+    dry run) that names no preset is refused when its jobs are planned, before any
+    submission (a stand-in sbatch records a call)."""
+    work = copy_workflow(tmp_path)
+    (work / "mine.yaml").write_text("gpus_per_run: 1\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path}/sbatch_called\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = _profile_run(work, "all", "--configfile", "mine.yaml", env=env)
+    assert done.returncode != 0
+    assert "no preset was chosen for this cluster run, so it would run config.yaml's default, " \
+        "'quick'" in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]  # fmt: skip
+    assert not (tmp_path / "sbatch_called").exists()
+
+
+def test_cpu_presets_ask_for_no_gpu_unless_opted_in(tmp_path, copy_workflow):
+    """A preset on the CPU: its optimizations and timing jobs ask for no GPU and go to the
+    default partition; `gpus_for_cpu_presets` opts in (the SLURM tests do)."""
+    work = copy_workflow(tmp_path)
+    targets = ["all", "results/smoke/benchmarks/step_phases.csv"]
+    done = _profile_run(work, "-n", *targets, "--config", "preset=smoke", "gpus_per_run=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = _planned(done.stdout)
+    assert {"optimize", "step_times", "benchmark_phases"} <= {rule for rule, _, _ in jobs}
+    for rule, _, r in jobs:
+        assert "gpu" not in r and "gpu_model" not in r and r["slurm_partition"] == "cpu", rule
+    done = _profile_run(work, "-n", *targets, "--config", "preset=smoke", "gpus_per_run=2",
+                        "gpus_for_cpu_presets=true")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    gpus = {rule: r["gpu"] for rule, _, r in _planned(done.stdout) if "gpu" in r}
+    assert set(gpus) == {"optimize", "step_times", "benchmark_phases"}, gpus
+    assert gpus["optimize"] == "2" and gpus["step_times"] == gpus["benchmark_phases"] == "1"
+
+
+def test_timing_jobs_run_where_the_runs_run(tmp_path, copy_workflow):
+    """step_times and benchmark_phases of the paper: one GPU of the GPU partition, a time
+    within the cap and a host-memory request (the H200 phase run peaked at 4.2 GB)."""
+    work = copy_workflow(tmp_path)
+    done = _profile_run(work, "-n", "all", "results/benchmarks/step_phases.csv")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    timing = {rule: r for rule, _, r in _planned(done.stdout)
+              if rule in ("step_times", "benchmark_phases")}  # fmt: skip
+    assert set(timing) == {"step_times", "benchmark_phases"}
+    for rule, r in timing.items():
+        assert (r["slurm_partition"], r["gpu"]) == ("gpu", "1"), (rule, r)
+        assert 30 <= int(r["runtime"]) <= 2880 and int(r["mem_mb"]) >= 6000, (rule, r)
+
+
+def test_lost_site_resources_are_refused(tmp_path, copy_workflow):
+    """A command-line --default-resources replaces the site profile's list: refused,
+    naming the keys it lost; with them repeated it plans."""
+    work = copy_workflow(tmp_path)
+    done = _profile_run(work, "-n", "all", "--default-resources", "slurm_account=myproj")
+    assert done.returncode != 0
+    assert "the site profile requires slurm_partition, gpu_partition, max_runtime" in (
+        done.stdout + done.stderr
+    ), done.stderr[-3000:]
+    done = _profile_run(work, "-n", "all", "--default-resources", "slurm_account=myproj",
+                        "slurm_partition=cpu", "gpu_partition=gpu", "max_runtime=600")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    optimize = [r for rule, _, r in _planned(done.stdout) if rule == "optimize"]
+    assert optimize and all(r["slurm_account"] == "myproj" for r in optimize)
+    assert all(int(r["runtime"]) <= 600 for r in optimize)
+
+
+def test_each_preset_writes_its_own_outputs(tmp_path):
+    """The paper's tables and figures at the top, any other preset's below its name."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/fig3.pdf", "--config",
+                      "preset=paper")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "results/tables/table1.csv" in done.stdout and "results/paper" not in done.stdout
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "all", "--config", "preset=quick")
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = [out for rule, out, _ in _planned(done.stdout) if rule not in ("optimize", "all")]
+    for out in (o for line in outputs for o in line.split(", ")):
+        assert out.startswith(("figures/quick/", "results/quick/", "results/references/",
+                               "results/analysis/")), out  # fmt: skip
+    assert "figures/quick/fig3.pdf" in done.stdout
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/quick/fig3.pdf", "--config",
+                      "preset=quick")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_figures_wait_only_for_the_runs_they_draw(tmp_path):
+    """Runs of an extra sweep are not inputs of Figures 2-4, Table 1 or the findings: a
+    failed exploratory run blocks none of them (runs.csv, of every run, waits for it)."""
+    config = _config(preset="smoke")
+    config["presets"]["smoke"]["sweeps"]["extra"] = {
+        "attention": ["factored"], "L": [12], "J2": [0.3], "layers": [2],
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    tables = "results/smoke/tables"
+    targets = [*(f"figures/smoke/{f}.pdf" for f in FIGURES), f"{tables}/table1.csv",
+               f"{tables}/findings.csv"]  # fmt: skip
+    done = _snakemake(tmp_path, "-n", "--cores", "1", *targets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "L~12" not in done.stdout and "L12_J20.3" not in done.stdout
+    done = _snakemake(tmp_path, "-n", "--cores", "1", f"{tables}/runs.csv")
+    assert done.returncode == 0 and "L~12_J2~0.3" in done.stdout
+
+
+def test_every_preset_has_a_phase_benchmark(tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    for preset in ("paper", "laptop", "quick", "smoke"):
+        target = "results/benchmarks" if preset == "paper" else f"results/{preset}/benchmarks"
+        done = _snakemake(tmp_path, "-n", "--cores", "1", f"{target}/step_phases.csv",
+                          "--config", f"preset={preset}")  # fmt: skip
+        assert done.returncode == 0, (preset, done.stderr[-3000:])
+    # a preset without one says so
+    config = _config(preset="laptop")
+    del config["presets"]["laptop"]["benchmark"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "results/laptop/benchmarks/step_phases.csv")
+    assert done.returncode != 0
+    assert "the laptop preset has no benchmark section" in done.stdout + done.stderr
+
+
+def test_smoke_time_license_and_citation_agree():
+    """The smoke preset's wall time is the same in README.md and config.yaml; the licence
+    and the citation file exist and cite the paper."""
+    readme = (ROOT / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `smoke` |")]
+    readme_minutes = re.search(r"(\d+) min", row.split("|")[-2]).group(1)
+    comment = (ROOT / "config.yaml").read_text()
+    config_minutes = re.search(r"`smoke` \(the same pipeline in about (\d+) minutes", comment)
+    assert config_minutes and config_minutes.group(1) == readme_minutes
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    paper = citation["preferred-citation"]
+    assert "2405.18874" in str(paper) and paper["volume"] == 6 and paper["start"] == "010501"
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
+
+
 def _job_counts(output: str) -> dict[str, int]:
     """Rule -> count from the 'Job stats' table of a dry run."""
     table = output.split("Job stats:")[1].split("total")[0]
@@ -174,10 +353,13 @@ def smoke(tmp_path_factory, copy_workflow):
 
 def test_smoke_pipeline_outputs(smoke):
     for name in FIGURES:
-        assert (smoke / f"figures/{name}.pdf").read_bytes().startswith(b"%PDF")
-        assert (smoke / f"figures/{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert (smoke / f"figures/smoke/{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert (smoke / f"figures/smoke/{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # the smoke preset writes below its name only: nothing of the paper's paths
+    assert not (smoke / "figures/fig2.pdf").exists() and not (smoke / "results/tables").exists()
+    tables = smoke / "results/smoke/tables"
     expected = runs_table({**CONFIG, "preset": "smoke"})
-    runs = pd.read_csv(smoke / "results/tables/runs.csv")
+    runs = pd.read_csv(tables / "runs.csv")
     assert len(runs) == len(expected) and set(runs.attention) == {"t5", "decoupled", "factored"}
     assert (
         runs[["energy", "energy_error", "rel_error", "n_parameters", "median_step_time_s"]]
@@ -186,30 +368,29 @@ def test_smoke_pipeline_outputs(smoke):
         .all()
     )
     assert (runs.reference_kind == "exact diagonalization").all()
-    history = pd.read_csv(smoke / "results/tables/history.csv")
+    history = pd.read_csv(tables / "history.csv")
     steps = CONFIG["presets"]["smoke"]["hyperparameters"]["steps"]
     assert (
         len(history) == len(runs) * steps and history[["energy", "rel_error"]].notna().all().all()
     )
-    table1 = pd.read_csv(smoke / "results/tables/table1.csv")
+    table1 = pd.read_csv(tables / "table1.csv")
     paper = table1.dropna(subset=["paper_energy"])
     assert len(paper) == 6 and set(paper.L) == {6, 10}
     assert paper.set_index(["L", "attention"]).loc[(10, "factored"), "paper_energy"] == -0.497184
     assert table1.dropna(subset=["energy"]).shape[0] == len(runs)
-    assert "-0.503216(8)" in (smoke / "results/tables/table1.md").read_text()
-    assert "\\begin{tabular}" in (smoke / "results/tables/table1.tex").read_text()
-    dependence = pd.read_csv(smoke / "results/tables/attention_dependence.csv")
+    assert "-0.503216(8)" in (tables / "table1.md").read_text()
+    assert "\\begin{tabular}" in (tables / "table1.tex").read_text()
+    dependence = pd.read_csv(tables / "attention_dependence.csv")
     assert (
         set(dependence.stage) == {"initial", "optimized"}
         and dependence.input_dependence.notna().all()
     )
-    step_times = pd.read_csv(smoke / "results/tables/step_times.csv")
+    step_times = pd.read_csv(tables / "step_times.csv")
     assert len(step_times) == 3 and (step_times.median_step_time_s > 0).all()
     assert table1.dropna(subset=["step_time_s"]).shape[0] == len(runs)
-    tables = smoke / "results/tables"
     found = pd.read_csv(tables / "findings.csv")
     recomputed = findings(
-        runs,
+        pd.read_csv(tables / "runs_fig2.csv"),
         dependence,
         pd.read_csv(tables / "attention_maps.csv"),
         step_times,
@@ -219,8 +400,8 @@ def test_smoke_pipeline_outputs(smoke):
         ACCURACY: 1, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 1
     }  # fmt: skip
     assert set(found.result) <= {"pass", "fail", "info"}
-    assert found.iloc[0]["case"] in (smoke / "results/logs/findings.log").read_text()
-    checks = pd.read_csv(smoke / "results/tables/shastry_sutherland.csv")
+    assert found.iloc[0]["case"] in (smoke / "results/smoke/logs/findings.log").read_text()
+    checks = pd.read_csv(tables / "shastry_sutherland.csv")
     assert checks.passed.all()
     for log in (smoke / "results/logs/optimize").iterdir():
         assert "done: E/N" in log.read_text()
@@ -235,11 +416,36 @@ def test_new_sweep_point_schedules_only_new_jobs_and_dependents(smoke, tmp_path)
     config_file.write_text(yaml.safe_dump(config))
     done = _snakemake(smoke, "-n", "--cores", "1", "all", "--configfile", str(config_file))
     assert done.returncode == 0, done.stderr[-3000:]
+    # the new runs, the table of every run (runs.csv) and its plan; no figure, no Table 1,
+    # no findings: they draw the fig2, fig3 and table1 sweeps only
     assert _job_counts(done.stdout) == {
-        "reference": 1, "optimize": 2, "sweeps_table": 1, "collect": 1, "table1": 1,
-        "findings": 1, "fig2": 1, "fig3": 1, "all": 1,
+        "reference": 1, "optimize": 2, "plan_version": 1, "sweeps_table": 1, "collect": 1,
+        "all": 1,
     }  # fmt: skip
     assert "L~12_J2~0.3_layers~2" in done.stdout
+
+
+def test_execution_settings_never_rerun_finished_runs(smoke, tmp_path):
+    """GPUs per run, chunk size, GPU memory and the optimize rule's shell command are not
+    rerun triggers (profiles/default: rerun-triggers): a finished run stays finished."""
+    config = _config(preset="smoke", gpus_per_run=2, gpu_memory_gb=80)
+    config["presets"]["smoke"]["chunk_size"] = 16
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    rules = smoke / "workflow/rules/runs.smk"
+    original = rules.read_text()
+    # a whitespace change in the shell command, and the XLA thread flag
+    edited = original.replace('" {params.args} --reference', '"  {params.args}  --reference')
+    edited = edited.replace("xla=XLA_THREAD_FLAGS", 'xla=XLA_THREAD_FLAGS + " "')
+    assert edited.count("  {params.args}  ") == 1 and 'XLA_THREAD_FLAGS + " "' in edited
+    rules.write_text(edited)
+    try:
+        done = _snakemake(smoke, "-n", "--cores", "1", "all", "--configfile", str(config_file))
+    finally:
+        rules.write_text(original)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rule optimize" not in done.stdout, done.stdout[-3000:]
+    assert "Nothing to be done" in done.stdout + done.stderr, done.stdout[-3000:]
 
 
 def test_nothing_to_do_after_the_run_and_plot_code_changes_rerun_only_plots(smoke):
@@ -249,7 +455,7 @@ def test_nothing_to_do_after_the_run_and_plot_code_changes_rerun_only_plots(smok
         plots.write("\n# an edit of the plotting code\n")
     done = _snakemake(smoke, "-n", "--cores", "1", "all", "--config", "preset=smoke")
     assert _job_counts(done.stdout) == {"fig2": 1, "fig3": 1, "fig4": 1, "fig5": 1, "all": 1}
-    done = _snakemake(smoke, "--cores", "1", "figures/fig3.pdf", "--config", "preset=smoke")
+    done = _snakemake(smoke, "--cores", "1", "figures/smoke/fig3.pdf", "--config", "preset=smoke")
     assert done.returncode == 0 and "rule optimize" not in done.stdout + done.stderr
 
 
@@ -321,7 +527,7 @@ def test_laptop_preset_findings_are_complete_and_match_the_readme(tmp_path, copy
     workdir = copy_workflow(tmp_path)
     done = _snakemake(workdir, "--cores", "2", "all", "--config", "preset=laptop", timeout=4 * 3600)
     assert done.returncode == 0, done.stderr[-4000:]
-    found = pd.read_csv(workdir / "results/tables/findings.csv")
+    found = pd.read_csv(workdir / "results/laptop/tables/findings.csv")
     # fig2: J2 in {0, 0.5} x layers {1, 2}; fig4: T5 and Decoupled, one layer; fig3: 2 L
     assert found.groupby("claim").size().to_dict() == {
         ACCURACY: 4, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 2

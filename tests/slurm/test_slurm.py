@@ -5,7 +5,10 @@ a cluster that answers `sinfo` and `sacct` every test here is skipped. Each test
 `python -m snakemake --profile slurm` in a scratch copy of the repository (with the site
 profile in ./slurm, where Snakemake 9 looks for it, and the workflow profile in
 ./profiles/default, which it loads by itself), overriding only the scale (the smoke
-preset, on the CPU) and the site values (partitions, time cap: see `_site_args`).
+preset, on the CPU, whose jobs ask for GPUs all the same: `gpus_for_cpu_presets`, so that
+GPU requests, time caps and preemption of the GPU partition are tested) and the site
+values (partitions, time cap: see `_site_args`). Its outputs are the smoke preset's:
+figures/smoke/, results/smoke/tables/.
 
 - `test_keep_going_sweep_then_complete_pipeline`: a sweep with one deterministic failure
   (a run directory holding another run's checkpoint) completes everything that does not
@@ -54,6 +57,10 @@ pytestmark = pytest.mark.slurm
 
 PARTITION = os.environ.get("VITNQS_SLURM_PARTITION", "debug")
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+# the smoke preset on the test cluster, its CPU-sized jobs asking for GPUs all the same
+SMOKE_CONFIG = ["--config", "preset=smoke", "gpus_for_cpu_presets=true"]
+SMOKE_TABLES = "results/smoke/tables"
+SMOKE_FIGURES = "figures/smoke"
 PROFILE = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())
 SMOKE = CONFIG["presets"]["smoke"]
 # Steps of the preempted run: 0.03 s each on this machine when idle, 0.16 s under load,
@@ -240,6 +247,7 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, copy_workflow, tmp_pat
     good = list(_runs({**CONFIG, "preset": "smoke"}))
     # one more sweep whose only run directory holds another run's checkpoint
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["gpus_for_cpu_presets"] = True
     config["presets"]["smoke"]["sweeps"]["broken"] = {
         "attention": ["t5"], "L": [4], "J2": [0.5], "layers": [1], "seeds": [1],
     }  # fmt: skip
@@ -251,7 +259,7 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, copy_workflow, tmp_pat
     # 1. keep-going: everything that does not need the broken run is made; the broken
     # run is resubmitted by the optimize rule's retries (2) and fails each time
     done, took_1 = _run_profile(
-        work, ["all"], "--configfile", "broken.yaml", "--config", "preset=smoke", timeout=900,
+        work, ["all"], "--configfile", "broken.yaml", *SMOKE_CONFIG, timeout=900,
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode != 0, _tail(output)
@@ -262,23 +270,25 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, copy_workflow, tmp_pat
     assert "belongs to a run with other settings" in (work / log).read_text()
     error_block = output[output.index("Error in rule optimize") :]
     assert log in error_block and broken in error_block, _tail(output)
-    for made_from_all_runs in ("results/tables/runs.csv", "figures/fig2.pdf", "figures/fig3.pdf"):
-        assert not (work / made_from_all_runs).exists()
+    # runs.csv waits for every run; the figures and tables only for the sweeps they draw
+    assert not (work / SMOKE_TABLES / "runs.csv").exists()
+    for name in ("fig2", "fig3", "fig4", "fig5"):
+        assert (work / f"{SMOKE_FIGURES}/{name}.pdf").read_bytes().startswith(b"%PDF"), name
     for run in runs:  # attention maps: of the fig4 runs only
         if run != broken and "attention~factored" not in run:
             assert (work / f"results/analysis/{run}/attention_maps.csv").exists(), run
     jobs_1 = _submissions(output)
 
     # 2. without the broken sweep the pipeline completes, reusing the finished runs
-    done, took_2 = _run_profile(work, ["all"], "--config", "preset=smoke", timeout=600)
+    done, took_2 = _run_profile(work, ["all"], *SMOKE_CONFIG, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, _tail(output)
     assert "rule optimize:" not in output
     for name in ("fig2", "fig3", "fig4", "fig5"):
-        assert (work / f"figures/{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert (work / f"{SMOKE_FIGURES}/{name}.pdf").read_bytes().startswith(b"%PDF")
     for name in ("table1.csv", "table1.md", "table1.tex", "history.csv", "shastry_sutherland.csv"):
-        assert (work / "results/tables" / name).stat().st_size > 0
-    with open(work / "results/tables/runs.csv") as f:
+        assert (work / SMOKE_TABLES / name).stat().st_size > 0
+    with open(work / SMOKE_TABLES / "runs.csv") as f:
         assert len(list(csv.DictReader(f))) == len(good)
     jobs = {**jobs_1, **_submissions(output)}
     print(f"\n[slurm] keep-going sweep (smoke + 1 failing run): {took_1:.0f} s")
@@ -298,11 +308,13 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, copy_workflow, tmp_pat
     assert broken_states and set(broken_states) == {"FAILED"}, broken_states
     assert len(broken_states) == 3, broken_states  # 1 + 2 retries, none inside the job
     assert not _in_job_restarts(work, optimize)
-    assert all(  # step_times: the device the runs use
+    assert all(  # step_times: where the runs run (with a GPU: opted in)
         "gres/gpu" not in rows[j]["AllocTRES"]
         for j, (rule, _) in jobs.items()
         if rule not in ("optimize", "step_times")
     )
+    timing = [rows[j] for j, (rule, _) in jobs.items() if rule == "step_times"]
+    assert all("gres/gpu=1" in r["AllocTRES"] for r in timing), timing
 
 
 # -- time limit, warning signal, resume ----------------------------------------------------
@@ -347,7 +359,7 @@ def _one_run_config(work: Path, name: str, top: dict | None = None, **smoke) -> 
         "attention": ["t5"], "L": [4], "J2": [0.5], "layers": [1], "seeds": [7],
         "hyperparameters": hyper,
     }  # fmt: skip
-    config.update(top or {})
+    config.update({"gpus_for_cpu_presets": True, **(top or {})})
     (work / f"{name}.yaml").write_text(yaml.safe_dump(config))
     ((run, settings),) = [
         (r, s) for r, s in _runs({**config, "preset": "smoke"}).items() if s["seed"] == 7
@@ -408,7 +420,7 @@ def test_device_guard_fails_every_attempt_fast(cluster, copy_workflow, tmp_path)
     started = time.monotonic()
     done, took = _run_profile(
         work, [f"results/runs/{run}/summary.json"], "--configfile", "guard.yaml",
-        "--config", "preset=smoke", timeout=600,
+        *SMOKE_CONFIG, timeout=600,
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode != 0, _tail(output)
@@ -468,7 +480,7 @@ def test_time_cap_spreads_a_run_over_jobs(cluster, copy_workflow, tmp_path):
     watcher.start()
     done, took = _run_profile(
         work, [f"results/runs/{run}/summary.json"], "--configfile", "capped.yaml",
-        "--config", "preset=smoke", timeout=2400, site={"max_runtime": cap},
+        *SMOKE_CONFIG, timeout=2400, site={"max_runtime": cap},
     )  # fmt: skip
     output = done.stdout + done.stderr
     watcher.stop.set()
@@ -537,7 +549,7 @@ def test_preempted_run_finishes_unattended(cluster, copy_workflow, tmp_path):
     watcher.start()
     command = _profile_command(
         [f"results/runs/{run}/summary.json"], "--configfile", "preempted.yaml",
-        "--config", "preset=smoke", timeout=1200, site={"gpu_partition": "preemptible"},
+        *SMOKE_CONFIG, timeout=1200, site={"gpu_partition": "preemptible"},
     )  # fmt: skip
     started = time.monotonic()
     urgent = preempted_at = None

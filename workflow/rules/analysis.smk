@@ -25,23 +25,26 @@ rule attention_maps:
 
 rule step_times:
     input:
-        "results/tables/step_time_plan.csv",
+        f"{TABLES}/step_time_plan.csv",
     output:
         report(
-            "results/tables/step_times.csv",
+            f"{TABLES}/step_times.csv",
             caption="../report/step_times.rst",
             category="Tables",
         ),
     log:
-        "results/logs/step_times.log",
+        f"{LOGS}/step_times.log",
     benchmark:
-        "results/benchmarks/step_times.tsv"
+        f"{BENCHMARKS}/step_times.tsv"
     conda:
         GPU_ENV
     # every core: no other job runs beside the timings (the runs' own times shared them)
     threads: every_core()
+    # where the runs run: one GPU of the GPU partition if they get GPUs, else none
     resources:
-        gpu=1,
+        **run_placement(1),
+        runtime=step_times_runtime,
+        mem_mb=lambda wildcards: timing_mem_mb(timing_configs(), OPTIONS.chunk_size),
     params:
         run=f"{CHUNK_ARG} {DEVICE_ARG}",
         steps=TIMED_STEPS,
@@ -53,12 +56,12 @@ rule step_times:
 rule shastry_sutherland:
     output:
         report(
-            "results/tables/shastry_sutherland.csv",
+            f"{TABLES}/shastry_sutherland.csv",
             caption="../report/shastry_sutherland.rst",
             category="Shastry-Sutherland mapping",
         ),
     log:
-        "results/logs/shastry_sutherland.log",
+        f"{LOGS}/shastry_sutherland.log",
     localrule: True
     conda:
         CPU_ENV

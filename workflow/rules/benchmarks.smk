@@ -1,20 +1,28 @@
 rule benchmark_phases:
     output:
         csv=report(
-            "results/benchmarks/step_phases.csv",
+            f"{BENCHMARKS}/step_phases.csv",
             caption="../report/step_phases.rst",
             category="Performance",
         ),
-        md="results/benchmarks/step_phases.md",
+        md=f"{BENCHMARKS}/step_phases.md",
     log:
-        "results/logs/benchmark_phases.log",
+        f"{LOGS}/benchmark_phases.log",
     conda:
         GPU_ENV
     # all cores: no other job runs beside it, so its timings are of one run at a time
     threads: every_core()
+    # where the runs run: one GPU of the GPU partition if they get GPUs, else none
     resources:
-        gpu=1,
-        runtime=lambda wildcards: int(PRESET["benchmark"]["max_minutes"] + 30),
+        **run_placement(1),
+        runtime=lambda wildcards: capped_minutes(
+            benchmark_section()["max_minutes"] + 30
+        ),
+        mem_mb=lambda wildcards: timing_mem_mb(
+            benchmark_configs(),
+            benchmark_section()["chunk_size"],
+            benchmark_section().get("sr_modes", ["auto"]),
+        ),
     params:
         args=benchmark_args,
     shell:

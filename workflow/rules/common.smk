@@ -30,6 +30,9 @@ from vitnqs.sweeps import (
     timing_plan,
 )
 
+# (added below the imports above: kept apart for merging)
+import hashlib
+
 validate(config, "../schemas/config.schema.yaml")
 
 SCALE = config["preset"]
@@ -39,11 +42,36 @@ OPTIONS = run_options(config)  # device, GPUs per run, chunk size, GPU memory
 PARAMSPACE = run_space(RUNS)
 RUNS["run"] = list(PARAMSPACE.instance_patterns)
 RUN_DIR = "results/runs/{run}"
-# Tables of what to compute, written by the sweeps_table rule (rewritten only on change)
+# Each preset's own tables, figures, logs and benchmarks: the paper's at the top
+# (figures/, results/tables/), any other below its name (figures/quick/,
+# results/quick/tables/), so that no preset overwrites another's. Run directories (and
+# their logs and analyses) are named by their settings and shared by every preset.
+PRESET_DIR = "" if SCALE == "paper" else f"{SCALE}/"
+TABLES = f"results/{PRESET_DIR}tables"
+FIGURES = f"figures/{PRESET_DIR}".rstrip("/")
+LOGS = f"results/{PRESET_DIR}logs"
+BENCHMARKS = f"results/{PRESET_DIR}benchmarks"
+# Tables of what to compute, written by the sweeps_table rule: every run (sweeps), the
+# runs of each sweep (sweeps_<name>: a figure waits only for the runs it draws) and the
+# runs to time (step_time_plan)
 PLANS = {
     "sweeps": RUNS.to_csv(index=False),
+    **{
+        f"sweeps_{name}": in_sweep(RUNS, name).to_csv(index=False)
+        for name in PRESET["sweeps"]
+    },
     "step_time_plan": timing_plan(RUNS).to_csv(index=False),
 }
+
+
+def plan_version(plan):
+    """The versioned copy of a plan: its name carries a digest of its content, so that
+    an edited sweep makes a new file (an input change), while execution settings, which
+    are no rerun trigger (profiles/default: rerun-triggers), change nothing."""
+    digest = hashlib.sha256(PLANS[plan].encode()).hexdigest()[:12]
+    return f"{TABLES}/plans/{plan}-{digest}.csv"
+
+
 # A preset with one thread per run gets one: XLA's CPU thread pool takes every core by
 # default, so runs side by side would oversubscribe them.
 XLA_THREAD_FLAGS = XLA_ONE_THREAD if PRESET["threads"] == 1 else ""
@@ -89,6 +117,11 @@ def run_ids(sweep=None):
     return list((RUNS if sweep is None else in_sweep(RUNS, sweep))["run"])
 
 
+def sweep_of(wildcards):
+    """The sweep of a per-sweep table (`part` wildcard `_<sweep>`), None for all runs."""
+    return wildcards.part[1:] or None
+
+
 def run_files(name, sweep=None):
     """One file of every run of a sweep."""
     return expand(f"{RUN_DIR}/{name}", run=run_ids(sweep))
@@ -110,6 +143,7 @@ def optimize_args(wildcards):
 
 
 def reference_file(wildcards):
+    refuse_cluster_run_without_preset()
     s = run_settings(wildcards)
     return f"results/references/L{s['L']}_J2{float(s['J2'])}.json"
 
@@ -140,6 +174,44 @@ if MAX_RUNTIME is not None and not (isinstance(MAX_RUNTIME, int) and MAX_RUNTIME
     )
 GPU_PARTITION = site_resource("gpu_partition")
 GPU_TYPE = site_resource("gpu_type")
+
+# The site profile (slurm/config.yaml) loads slurm/site.yaml as a config file: the preset
+# it runs (a command-line --config adds to it, where it would replace the profile's own
+# `config:`) and the default-resources keys the site needs (`site_resources`). A
+# command-line --default-resources replaces the profile's whole list: refused here rather
+# than run without a partition or time cap. (Inside a cluster job: checked at submission.)
+SITE_RESOURCES = config.get("site_resources", [])
+MISSING_SITE_RESOURCES = [
+    name for name in SITE_RESOURCES if site_resource(name) is None
+]
+if MISSING_SITE_RESOURCES and not workflow.remote_exec:
+    raise WorkflowError(
+        "default-resources: the site profile requires "
+        f"{', '.join(MISSING_SITE_RESOURCES)} (site_resources in its config file), missing "
+        "here: a command-line --default-resources replaces the profile's whole list, so "
+        "repeat the profile's keys with yours (for example --default-resources "
+        "slurm_account=myproj slurm_partition=cpu gpu_partition=gpu max_runtime=2880, "
+        "with your site's values)"
+    )
+
+
+def refuse_cluster_run_without_preset():
+    """Refuse to submit jobs to a cluster with a preset nobody chose.
+
+    config.yaml's default preset (quick) is for local runs; under a cluster executor the
+    preset must come from a config file or --config (the site profile's slurm/site.yaml
+    names one; a command-line --configfile replaces it). Checked when the jobs are
+    planned: the executor is not known while the Snakefile is read.
+    """
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.common_settings.local_exec or workflow.remote_exec:
+        return
+    if "preset" not in workflow.config_settings.overwrite_config:
+        raise WorkflowError(
+            f"preset: no preset was chosen for this cluster run, so it would run "
+            f"config.yaml's default, {SCALE!r}; name one (--config preset=paper, or "
+            f"--configfile slurm/site.yaml beside your own --configfile)"
+        )
 
 
 # Time estimates for the cluster, from the paper's timings on one A100
@@ -199,11 +271,90 @@ GPU_SITE_RESOURCES = {
     for key, value in (("slurm_partition", GPU_PARTITION), ("gpu_model", GPU_TYPE))
     if value is not None
 }
+# GPUs of an optimization job: a preset on the CPU asks for none (its jobs go to the
+# default partition) unless the config opts in (gpus_for_cpu_presets, e.g. to test a
+# cluster's GPU scheduling with CPU-sized runs).
+RUN_GPUS = (
+    OPTIONS.n_devices
+    if OPTIONS.device != "cpu" or config.get("gpus_for_cpu_presets", False)
+    else 0
+)
+
+
+def run_placement(gpus):
+    """Resources that put a job where the runs run: the GPU partition with `gpus` GPUs
+    where the runs get GPUs; nothing (the default partition, no GPU) where they do not.
+    """
+    return {**GPU_SITE_RESOURCES, "gpu": gpus} if RUN_GPUS else {}
+
+
+def capped_minutes(minutes):
+    """A time request within the site's cap (max_runtime)."""
+    return int(minutes if MAX_RUNTIME is None else min(minutes, MAX_RUNTIME))
+
+
+# The jobs that time steps (step_times, benchmark_phases) run alone on one device, where
+# the runs run. Host memory: on a GPU the host holds little (the paper-size phase
+# benchmark on an H200 peaked at 4.2 GB); on the CPU the largest case's estimate.
+TIMING_GPU_HOST_MB = 8000
+
+
+def timing_mem_mb(configs, chunk, sr_modes=("auto",)):
+    """Host memory (MB) of a timing job over the run configurations it times."""
+    if OPTIONS.device != "cpu":
+        return TIMING_GPU_HOST_MB
+    largest = max(
+        run_memory(c, chunk, mode, 1).total for c in configs for mode in sr_modes
+    )
+    return max(2000, int(1.2 * largest / 1e6))
+
+
+def timing_configs():
+    """The RunConfig of each run that step_times times."""
+    return [
+        RunConfig(**{k: getattr(v, "item", lambda: v)() for k, v in row.items()})
+        for _, row in timing_plan(RUNS).iterrows()
+    ]
+
+
+def step_times_runtime(wildcards, attempt):
+    """Minutes of step_times: each timed run's steps (TIMED_STEPS and 2 to compile and
+    warm up) at the runs' estimated rate on one device, 2 minutes of start-up each."""
+    configs = timing_configs()
+    seconds = sum(
+        8.3e-6 * c.samples * c.L**2 * c.layers * (TIMED_STEPS + 2) for c in configs
+    )
+    return capped_minutes(attempt * (1.5 * seconds / 60 + 2 * len(configs) + 10))
+
+
+def benchmark_section():
+    """The preset's `benchmark:` section (results/benchmarks/step_phases.csv)."""
+    if "benchmark" not in PRESET:
+        raise WorkflowError(
+            f"presets.{SCALE}.benchmark: the {SCALE} preset has no benchmark section, so "
+            f"{BENCHMARKS}/step_phases.csv cannot be made; add one (see the quick preset)"
+        )
+    return PRESET["benchmark"]
+
+
+def benchmark_configs():
+    """The largest case of the phase benchmark at each L (T5: the most parameters)."""
+    bench = benchmark_section()
+    return [
+        RunConfig(
+            attention="t5",
+            L=L,
+            J2=0.5,
+            samples=bench["samples"],
+            **{"layers": 4, **bench.get("model", {})},
+        )
+        for L in bench["L"]
+    ]
 
 
 def benchmark_args(wildcards=None):
     """Command-line options of `vitnqs benchmark` from the preset's `benchmark` section."""
-    bench = PRESET["benchmark"]
+    bench = benchmark_section()
     args = [
         "--L " + " ".join(map(str, bench["L"])),
         f"--samples {bench['samples']} --steps {bench['steps']}",
@@ -228,7 +379,7 @@ def figure_output(name):
     """The PDF (in the report, with its caption) and PNG of a figure."""
     return {
         "pdf": report(
-            f"figures/{name}.pdf", caption=f"../report/{name}.rst", category="Figures"
+            f"{FIGURES}/{name}.pdf", caption=f"../report/{name}.rst", category="Figures"
         ),
-        "png": f"figures/{name}.png",
+        "png": f"{FIGURES}/{name}.png",
     }

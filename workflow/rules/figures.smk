@@ -1,12 +1,12 @@
 rule fig2:
     input:
-        runs="results/tables/runs.csv",
-        history="results/tables/history.csv",
+        runs=f"{TABLES}/runs_fig2.csv",
+        history=f"{TABLES}/history_fig2.csv",
         code=PLOT_CODE,
     output:
         **figure_output("fig2"),
     log:
-        "results/logs/figures/fig2.log",
+        f"{LOGS}/figures/fig2.log",
     localrule: True
     conda:
         CPU_ENV
@@ -19,14 +19,14 @@ rule fig2:
 
 rule fig3:
     input:
-        runs="results/tables/runs.csv",
-        step_times="results/tables/step_times.csv",
-        table1="results/tables/table1.csv",
+        runs=f"{TABLES}/runs_fig3.csv",
+        step_times=f"{TABLES}/step_times.csv",
+        table1=f"{TABLES}/table1.csv",
         code=PLOT_CODE,
     output:
         **figure_output("fig3"),
     log:
-        "results/logs/figures/fig3.log",
+        f"{LOGS}/figures/fig3.log",
     localrule: True
     conda:
         CPU_ENV
@@ -39,13 +39,13 @@ rule fig3:
 
 rule fig4:
     input:
-        maps="results/tables/attention_maps.csv",
-        dependence="results/tables/attention_dependence.csv",
+        maps=f"{TABLES}/attention_maps.csv",
+        dependence=f"{TABLES}/attention_dependence.csv",
         code=PLOT_CODE,
     output:
         **figure_output("fig4"),
     log:
-        "results/logs/figures/fig4.log",
+        f"{LOGS}/figures/fig4.log",
     localrule: True
     conda:
         CPU_ENV
@@ -62,7 +62,7 @@ rule fig5:
     output:
         **figure_output("fig5"),
     log:
-        "results/logs/figures/fig5.log",
+        f"{LOGS}/figures/fig5.log",
     localrule: True
     conda:
         CPU_ENV

@@ -17,8 +17,8 @@ rule optimize:
         GPU_ENV
     threads: PRESET["threads"]
     resources:
-        **GPU_SITE_RESOURCES,
-        gpu=OPTIONS.n_devices,
+        # gpus_per_run GPUs of the GPU partition; none for a CPU preset (unless opted in)
+        **run_placement(RUN_GPUS),
         runtime=runtime_minutes,
         mem_mb=mem_mb,
         slurm_extra=slurm_warning,
