@@ -52,13 +52,17 @@ TABLES = f"results/{PRESET_DIR}tables"
 FIGURES = f"figures/{PRESET_DIR}".rstrip("/")
 LOGS = f"results/{PRESET_DIR}logs"
 BENCHMARKS = f"results/{PRESET_DIR}benchmarks"
-# Tables of what to compute, written by the sweeps_table rule: every run (sweeps), the
-# runs of each sweep (sweeps_<name>: a figure waits only for the runs it draws) and the
-# runs to time (step_time_plan)
+# Tables of what to compute, written by the sweeps_table rule: every run (sweeps, with
+# the sweeps of each in alphabetical order: the order of the config's keys changes
+# nothing), the runs of each sweep (sweeps_<name>, naming that sweep only: a figure waits
+# only for the runs it draws, whatever other sweeps share them) and the runs to time
+# (step_time_plan)
 PLANS = {
-    "sweeps": RUNS.to_csv(index=False),
+    "sweeps": RUNS.assign(
+        sweeps=[";".join(sorted(names.split(";"))) for names in RUNS["sweeps"]]
+    ).to_csv(index=False),
     **{
-        f"sweeps_{name}": in_sweep(RUNS, name).to_csv(index=False)
+        f"sweeps_{name}": in_sweep(RUNS, name).assign(sweeps=name).to_csv(index=False)
         for name in PRESET["sweeps"]
     },
     "step_time_plan": timing_plan(RUNS).to_csv(index=False),
