@@ -286,6 +286,13 @@ def test_each_preset_writes_its_own_outputs(tmp_path):
     done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/quick/fig3.pdf", "--config",
                       "preset=quick")  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    # another preset's target says whose it is
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/fig3.pdf", "--config",
+                      "preset=quick")  # fmt: skip
+    assert done.returncode != 0
+    assert "figures/fig3.pdf is an output of the paper preset, and this run's preset is quick: " \
+        "add --config preset=paper (the quick preset writes figures/quick/fig3.pdf)" in (
+        done.stdout + done.stderr)  # fmt: skip
 
 
 def test_figures_wait_only_for_the_runs_they_draw(tmp_path):

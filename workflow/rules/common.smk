@@ -398,3 +398,39 @@ def figure_output(name):
         ),
         "png": f"{FIGURES}/{name}.png",
     }
+
+
+# Outputs of the presets other than this run's (see PRESET_DIR): a target among them is
+# refused with the preset it belongs to, instead of "no rule to produce" (rule
+# other_preset).
+OTHER_PRESETS = [name for name in config["presets"] if name not in (SCALE, "paper")]
+OTHER_PRESET_OUTPUTS = "|".join(
+    [
+        *(
+            [r"figures/[^/]+\.(pdf|png)", r"results/(tables|benchmarks)/[^/]+"]
+            if SCALE != "paper"
+            else []
+        ),
+        *(
+            rf"figures/{name}/[^/]+|results/{name}/(tables|benchmarks)/[^/]+"
+            for name in OTHER_PRESETS
+        ),
+    ]
+)
+
+
+def other_preset_output(wildcards):
+    """Input function of the other_preset rule, which refuses its target naming its preset."""
+    path = wildcards.path
+    parts = path.split("/")
+    owner = parts[1] if parts[1] in OTHER_PRESETS else "paper"
+    if owner != "paper":  # the paper's path of the same file
+        del parts[1]
+    relative = "/".join(parts)
+    ours = relative.replace("figures/", f"{FIGURES}/", 1).replace(
+        "results/", f"results/{PRESET_DIR}", 1
+    )
+    raise WorkflowError(
+        f"{path} is an output of the {owner} preset, and this run's preset is {SCALE}: "
+        f"add --config preset={owner} (the {SCALE} preset writes {ours})"
+    )
