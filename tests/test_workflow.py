@@ -58,6 +58,8 @@ def test_shipped_config_is_valid_and_shares_runs():
         ({"presets.quick.sweeps.fig4.J2": [-0.5]}, "-0.5 is less than the minimum of 0"),
         ({"presets.quick.device": "tpu"}, "'tpu' is not one of ['gpu', 'cpu', 'auto']"),
         ({"gpus_per_run": 0}, "0 is less than the minimum of 1"),
+        ({"gpus_for_cpu_presets": "yes"}, "'yes' is not of type 'boolean'"),
+        ({"site_resources": ["gpu partition"]}, "'gpu partition' does not match"),
     ],
 )
 def test_schema_rejects_bad_configs(edits, message):
@@ -188,14 +190,14 @@ def test_site_profile_preset_survives_a_command_line_config(tmp_path, copy_workf
     instead of replacing it: the paper's runs, on GPUs."""
     work = copy_workflow(tmp_path)
     done = _profile_run(work, "-n", "all", "--config", "gpus_per_run=2")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     optimize = [(out, r) for rule, out, r in _planned(done.stdout) if rule == "optimize"]
     assert len(optimize) == 18, done.stdout[-3000:]
     assert all("_d~60_" in out and r["gpu"] == "2" for out, r in optimize)
     assert "_d~16_" not in done.stdout
     # naming another preset still works
     done = _profile_run(work, "-n", "all", "--config", "preset=quick", "gpus_per_run=2")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "_d~60_" not in done.stdout and "figures/quick/fig3.pdf" in done.stdout
 
 
@@ -223,14 +225,14 @@ def test_cpu_presets_ask_for_no_gpu_unless_opted_in(tmp_path, copy_workflow):
     work = copy_workflow(tmp_path)
     targets = ["all", "results/smoke/benchmarks/step_phases.csv"]
     done = _profile_run(work, "-n", *targets, "--config", "preset=smoke", "gpus_per_run=2")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     jobs = _planned(done.stdout)
     assert {"optimize", "step_times", "benchmark_phases"} <= {rule for rule, _, _ in jobs}
     for rule, _, r in jobs:
         assert "gpu" not in r and "gpu_model" not in r and r["slurm_partition"] == "cpu", rule
     done = _profile_run(work, "-n", *targets, "--config", "preset=smoke", "gpus_per_run=2",
-                        "gpus_for_cpu_presets=true")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+                        "gpus_for_cpu_presets=True")  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     gpus = {rule: r["gpu"] for rule, _, r in _planned(done.stdout) if "gpu" in r}
     assert set(gpus) == {"optimize", "step_times", "benchmark_phases"}, gpus
     assert gpus["optimize"] == "2" and gpus["step_times"] == gpus["benchmark_phases"] == "1"
@@ -261,7 +263,7 @@ def test_lost_site_resources_are_refused(tmp_path, copy_workflow):
     ), done.stderr[-3000:]
     done = _profile_run(work, "-n", "all", "--default-resources", "slurm_account=myproj",
                         "slurm_partition=cpu", "gpu_partition=gpu", "max_runtime=600")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     optimize = [r for rule, _, r in _planned(done.stdout) if rule == "optimize"]
     assert optimize and all(r["slurm_account"] == "myproj" for r in optimize)
     assert all(int(r["runtime"]) <= 600 for r in optimize)
@@ -272,10 +274,10 @@ def test_each_preset_writes_its_own_outputs(tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/fig3.pdf", "--config",
                       "preset=paper")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "results/tables/table1.csv" in done.stdout and "results/paper" not in done.stdout
     done = _snakemake(tmp_path, "-n", "--cores", "1", "all", "--config", "preset=quick")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     outputs = [out for rule, out, _ in _planned(done.stdout) if rule not in ("optimize", "all")]
     for out in (o for line in outputs for o in line.split(", ")):
         assert out.startswith(("figures/quick/", "results/quick/", "results/references/",
@@ -283,7 +285,14 @@ def test_each_preset_writes_its_own_outputs(tmp_path):
     assert "figures/quick/fig3.pdf" in done.stdout
     done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/quick/fig3.pdf", "--config",
                       "preset=quick")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    # another preset's target says whose it is
+    done = _snakemake(tmp_path, "-n", "--cores", "1", "figures/fig3.pdf", "--config",
+                      "preset=quick")  # fmt: skip
+    assert done.returncode != 0
+    assert "figures/fig3.pdf is an output of the paper preset, and this run's preset is quick: " \
+        "add --config preset=paper (the quick preset writes figures/quick/fig3.pdf)" in (
+        done.stdout + done.stderr)  # fmt: skip
 
 
 def test_figures_wait_only_for_the_runs_they_draw(tmp_path):
@@ -298,7 +307,7 @@ def test_figures_wait_only_for_the_runs_they_draw(tmp_path):
     targets = [*(f"figures/smoke/{f}.pdf" for f in FIGURES), f"{tables}/table1.csv",
                f"{tables}/findings.csv"]  # fmt: skip
     done = _snakemake(tmp_path, "-n", "--cores", "1", *targets)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "L~12" not in done.stdout and "L12_J20.3" not in done.stdout
     done = _snakemake(tmp_path, "-n", "--cores", "1", f"{tables}/runs.csv")
     assert done.returncode == 0 and "L~12_J2~0.3" in done.stdout

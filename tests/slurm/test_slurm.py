@@ -58,7 +58,7 @@ pytestmark = pytest.mark.slurm
 PARTITION = os.environ.get("VITNQS_SLURM_PARTITION", "debug")
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 # the smoke preset on the test cluster, its CPU-sized jobs asking for GPUs all the same
-SMOKE_CONFIG = ["--config", "preset=smoke", "gpus_for_cpu_presets=true"]
+SMOKE_CONFIG = ["--config", "preset=smoke", "gpus_for_cpu_presets=True"]
 SMOKE_TABLES = "results/smoke/tables"
 SMOKE_FIGURES = "figures/smoke"
 PROFILE = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())

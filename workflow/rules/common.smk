@@ -51,13 +51,17 @@ TABLES = f"results/{PRESET_DIR}tables"
 FIGURES = f"figures/{PRESET_DIR}".rstrip("/")
 LOGS = f"results/{PRESET_DIR}logs"
 BENCHMARKS = f"results/{PRESET_DIR}benchmarks"
-# Tables of what to compute, written by the sweeps_table rule: every run (sweeps), the
-# runs of each sweep (sweeps_<name>: a figure waits only for the runs it draws) and the
-# runs to time (step_time_plan)
+# Tables of what to compute, written by the sweeps_table rule: every run (sweeps, with
+# the sweeps of each in alphabetical order: the order of the config's keys changes
+# nothing), the runs of each sweep (sweeps_<name>, naming that sweep only: a figure waits
+# only for the runs it draws, whatever other sweeps share them) and the runs to time
+# (step_time_plan)
 PLANS = {
-    "sweeps": RUNS.to_csv(index=False),
+    "sweeps": RUNS.assign(
+        sweeps=[";".join(sorted(names.split(";"))) for names in RUNS["sweeps"]]
+    ).to_csv(index=False),
     **{
-        f"sweeps_{name}": in_sweep(RUNS, name).to_csv(index=False)
+        f"sweeps_{name}": in_sweep(RUNS, name).assign(sweeps=name).to_csv(index=False)
         for name in PRESET["sweeps"]
     },
     "step_time_plan": timing_plan(RUNS).to_csv(index=False),
@@ -383,3 +387,39 @@ def figure_output(name):
         ),
         "png": f"{FIGURES}/{name}.png",
     }
+
+
+# Outputs of the presets other than this run's (see PRESET_DIR): a target among them is
+# refused with the preset it belongs to, instead of "no rule to produce" (rule
+# other_preset).
+OTHER_PRESETS = [name for name in config["presets"] if name not in (SCALE, "paper")]
+OTHER_PRESET_OUTPUTS = "|".join(
+    [
+        *(
+            [r"figures/[^/]+\.(pdf|png)", r"results/(tables|benchmarks)/[^/]+"]
+            if SCALE != "paper"
+            else []
+        ),
+        *(
+            rf"figures/{name}/[^/]+|results/{name}/(tables|benchmarks)/[^/]+"
+            for name in OTHER_PRESETS
+        ),
+    ]
+)
+
+
+def other_preset_output(wildcards):
+    """Input function of the other_preset rule, which refuses its target naming its preset."""
+    path = wildcards.path
+    parts = path.split("/")
+    owner = parts[1] if parts[1] in OTHER_PRESETS else "paper"
+    if owner != "paper":  # the paper's path of the same file
+        del parts[1]
+    relative = "/".join(parts)
+    ours = relative.replace("figures/", f"{FIGURES}/", 1).replace(
+        "results/", f"results/{PRESET_DIR}", 1
+    )
+    raise WorkflowError(
+        f"{path} is an output of the {owner} preset, and this run's preset is {SCALE}: "
+        f"add --config preset={owner} (the {SCALE} preset writes {ours})"
+    )

@@ -135,3 +135,21 @@ rule attention_tables:
     shell:
         "(python -m vitnqs concat {input.maps} --out {output.maps}"
         " && python -m vitnqs concat {input.dependence} --out {output.dependence}) > {log} 2>&1"
+
+
+# A target of another preset (figures/fig3.pdf while the preset is quick): refused when
+# the jobs are planned, naming the preset that writes it.
+rule other_preset:
+    input:
+        other_preset_output,
+    output:
+        "{path}",
+    log:
+        f"{LOGS}/other_preset/{{path}}.log",
+    wildcard_constraints:
+        path=OTHER_PRESET_OUTPUTS,
+    localrule: True
+    conda:
+        CPU_ENV
+    shell:
+        "false > {log}"
