@@ -19,6 +19,8 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/pilot.smk"
+include: "workflow/rules/beyond.smk"
 
 
 # The paper's outputs in figures/ and results/tables/, any other preset's below its name
@@ -44,3 +46,5 @@ rule all:
                 "shastry_sutherland",
             ],
         ),
+        # beyond the paper: the Table 1 runs projected on the lattice symmetries
+        run_files("symmetrized.json", "table1"),

@@ -163,3 +163,52 @@ def _gb(*values) -> str:
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             return f"{value / 1e9:.1f}"
     return "?"
+
+
+class PilotRows:
+    """The rows of a ``pilot.csv`` that apply to a workflow's jobs, by run.
+
+    A row applies when its devices per run and results version are the workflow's and,
+    where the site names its GPU model (``gpu_type``), its device model contains that
+    name; other rows are stale for this setup and never used. Without a row the job's
+    requests come from the formulas (:mod:`vitnqs.plan`).
+    """
+
+    def __init__(
+        self, table: pd.DataFrame | None, n_devices: int, device_kind: str | None = None
+    ):
+        self.rows: dict[tuple, dict[str, Any]] = {}
+        self.skipped = 0
+        for _, row in (pd.DataFrame() if table is None else table).iterrows():
+            applies = row["n_devices"] == n_devices and row["results_version"] == RESULTS_VERSION
+            if device_kind is not None:
+                applies &= device_kind.lower() in str(row["device_kind"]).lower()
+            if not applies:
+                self.skipped += 1
+                continue
+            self.rows[_key(RunConfig.from_row(row))] = row.to_dict()  # the last row wins
+
+    @classmethod
+    def load(cls, path, n_devices: int, device_kind: str | None = None) -> PilotRows:
+        """The applicable rows of ``path``, or none if it does not exist."""
+        from pathlib import Path
+
+        table = pd.read_csv(path) if Path(path).exists() else None
+        return cls(table, n_devices, device_kind)
+
+    def get(self, config: RunConfig) -> dict[str, Any] | None:
+        """The pilot's row of ``config``, if one applies."""
+        return self.rows.get(_key(config))
+
+    def device_memory(self, config: RunConfig) -> float | None:
+        """The memory of the device the pilot measured ``config`` on, if a row applies."""
+        row = self.get(config)
+        value = None if row is None else row.get("device_memory_bytes")
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _key(config: RunConfig) -> tuple:
+    return tuple(getattr(config, c) for c in RUN_COLUMNS)

@@ -167,6 +167,17 @@ MEMORY_MARGIN = {"formula": 1.2, "pilot": 1.3}
 for a GPU run it is device memory), or on the pilot's measured peak of the process."""
 
 
+def step_seconds(
+    config: RunConfig, n_devices: int, pilot_row: dict[str, Any] | None = None
+) -> float:
+    """Seconds of one optimization step: the pilot's median, else the formula's."""
+    if pilot_row is not None:
+        return float(pilot_row["median_step_s"])
+    return (
+        SECONDS_PER_SAMPLE_SITE_LAYER * config.samples * config.n_sites * config.layers / n_devices
+    )
+
+
 def runtime_minutes(
     config: RunConfig,
     n_devices: int,
@@ -185,8 +196,7 @@ def runtime_minutes(
         hours = pilot_row["projected_hours"]
         minutes = TIME_MARGIN["pilot"] * 60 * hours + TIME_EXTRA_MINUTES
     else:
-        seconds = SECONDS_PER_SAMPLE_SITE_LAYER * config.samples * config.n_sites
-        seconds *= config.layers * config.steps / n_devices
+        seconds = step_seconds(config, n_devices) * config.steps
         minutes = TIME_MARGIN["formula"] * seconds / 60 + TIME_EXTRA_MINUTES
     minutes *= attempt
     return int(minutes if max_runtime is None else min(minutes, max_runtime))
@@ -199,3 +209,48 @@ def job_memory_mb(
     if pilot_row is not None:
         return int(MEMORY_MARGIN["pilot"] * pilot_row["peak_host_bytes"] / 1e6)
     return int(MEMORY_MARGIN["formula"] * n_devices * estimate_bytes / 1e6)
+
+
+# -- the symmetrized evaluation (beyond the paper: vitnqs.symmetry) ----------------------
+SYMMETRIZED_SAMPLES_PER_CHAIN = 4
+"""Kept samples per chain of the symmetrized evaluation (``vitnqs symmetrize``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SymmetrizedPlan:
+    """How the symmetrized evaluation of a finished run executes."""
+
+    samples: int
+    """Samples of the projected state: the run's, rounded up to whole chains."""
+    chunk_size: int
+    """Samples per network chunk: each costs :attr:`n_ops` evaluations of the network,
+    so the run's chunk is divided by them (a divisor of :attr:`samples`)."""
+    n_ops: int
+    """Evaluations of the network per configuration (patch cosets x C4v x spin flip)."""
+    memory: resources.MemoryEstimate
+    """Bytes one device needs: the activations of one chunk, :attr:`n_ops` times."""
+
+
+def plan_symmetrized(
+    config: RunConfig, options: RunOptions, samples: int | None = None
+) -> SymmetrizedPlan:
+    """The symmetrized evaluation's samples, chunk and memory for a run.
+
+    Args:
+        config: the finished run.
+        options: how its job executes (the run's chunk size).
+        samples: samples of the projected state (default: the run's).
+
+    """
+    per_chain = SYMMETRIZED_SAMPLES_PER_CHAIN
+    samples = -(-(samples or config.samples) // per_chain) * per_chain
+    n_ops = 2 * 8 * config.b**2
+    target = max(1, (options.chunk_size or samples) // n_ops)
+    chunk = max(d for d in range(1, target + 1) if samples % d == 0)
+    estimate = resources.memory_estimate(
+        samples, config.n_parameters, chunk * n_ops, "onthefly",
+        n_conn=resources.n_connected(config.L, config.J2), n_patches=(config.L // config.b) ** 2,
+        d=config.d, heads=config.heads,
+    )  # fmt: skip
+    memory = dataclasses.replace(estimate, jacobian=0.0, kernel=0.0)
+    return SymmetrizedPlan(samples, chunk, n_ops, memory)

@@ -20,7 +20,9 @@ shell.prefix(
 import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
 from vitnqs.config import RUN_COLUMNS, RunConfig
-from vitnqs.plan import plan_run
+from vitnqs.pilot import PilotRows
+from vitnqs.plan import job_memory_mb, plan_run, plan_symmetrized, step_seconds
+from vitnqs.plan import runtime_minutes as plan_runtime
 from vitnqs.sweeps import (
     in_sweep,
     preset,
@@ -30,8 +32,8 @@ from vitnqs.sweeps import (
     timing_plan,
 )
 
-# (added below the imports above: kept apart for merging)
 import hashlib
+from dataclasses import replace
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -41,7 +43,13 @@ RUNS = runs_table(config)  # raises ConfigError naming the field of a bad value
 OPTIONS = run_options(config)  # device, GPUs per run, chunk size, GPU memory
 PARAMSPACE = run_space(RUNS)
 RUNS["run"] = list(PARAMSPACE.instance_patterns)
+RUN_CONFIGS = [RunConfig.from_row(row) for _, row in RUNS.iterrows()]
 RUN_DIR = "results/runs/{run}"
+
+
+wildcard_constraints:
+    run="[^/]+",  # a run directory's name; its fine-tuned stage lies below it
+
 # Each preset's own tables, figures, logs and benchmarks: the paper's at the top
 # (figures/, results/tables/), any other below its name (figures/quick/,
 # results/quick/tables/), so that no preset overwrites another's. Run directories (and
@@ -178,6 +186,16 @@ if MAX_RUNTIME is not None and not (isinstance(MAX_RUNTIME, int) and MAX_RUNTIME
     )
 GPU_PARTITION = site_resource("gpu_partition")
 GPU_TYPE = site_resource("gpu_type")
+# The pilot's measurements (snakemake pilot), where they apply to this setup: they size
+# the optimization jobs' time and memory (vitnqs.plan), else the formulas do.
+PILOT_TABLE = f"{TABLES}/pilot.csv"
+PILOT = PilotRows.load(PILOT_TABLE, OPTIONS.n_devices, GPU_TYPE)
+if len(PILOT) or PILOT.skipped:
+    print(
+        f"{PILOT_TABLE}: {len(PILOT)} row(s) size the jobs' requests; {PILOT.skipped} of "
+        "another setup (GPU model, gpus_per_run or results version) are not used",
+        file=sys.stderr,
+    )
 
 # The site profile (slurm/config.yaml) loads slurm/site.yaml as a config file: the preset
 # it runs (a command-line --config adds to it, where it would replace the profile's own
@@ -218,21 +236,21 @@ def refuse_cluster_run_without_preset():
         )
 
 
-# Time estimates for the cluster, from the paper's timings on one A100
-# (Table 1: T5, L=10, 4 layers, M=6000: 28 h / 5000 steps = 20 s per step), assuming
-# time per step ~ 8.3e-6 s x samples x sites x layers / GPUs; 1.5x margin plus 10 minutes.
-def runtime_estimate(s):
-    """Minutes one uninterrupted run needs."""
-    seconds = 8.3e-6 * s["samples"] * s["L"] ** 2 * s["layers"] * s["steps"]
-    return 1.5 * seconds / OPTIONS.n_devices / 60 + 10
+# Time of an optimization job: the run's projection (vitnqs.plan.runtime_minutes: the
+# pilot's measurement where results/<preset>/tables/pilot.csv has this run on this setup,
+# else the paper's A100 timings scaled), `attempt` times (in case this GPU is slower),
+# never more than the site's cap: a longer run goes on over several jobs, each stopped
+# by SLURM's warning with a checkpoint, each resumed by the next.
+def run_config(wildcards):
+    """The RunConfig of the run named by the wildcard."""
+    return RunConfig.from_row(run_settings(wildcards))
 
 
-# Each attempt gets `attempt` times the estimate (in case this GPU is slower), but never
-# more than the site's cap: a longer run goes on over several jobs, each stopped by
-# SLURM's warning with a checkpoint, each resumed by the next.
 def runtime_minutes(wildcards, attempt):
-    minutes = attempt * runtime_estimate(run_settings(wildcards))
-    return int(minutes if MAX_RUNTIME is None else min(minutes, MAX_RUNTIME))
+    config = run_config(wildcards)
+    return plan_runtime(
+        config, OPTIONS.n_devices, attempt, MAX_RUNTIME, PILOT.get(config)
+    )
 
 
 # Jobs the longest run needs under the cap, plus 2 for failures and preemptions. Retries
@@ -241,7 +259,14 @@ def runtime_minutes(wildcards, attempt):
 def optimize_retries():
     if workflow.remote_exec:
         return 0
-    longest = max(runtime_estimate(row) for _, row in RUNS.iterrows())
+    return optimize_retries_of_the_sweep()
+
+
+def optimize_retries_of_the_sweep():
+    """The optimize rule's retries as the submitting Snakemake sets them."""
+    longest = max(
+        plan_runtime(c, OPTIONS.n_devices, 1, None, PILOT.get(c)) for c in RUN_CONFIGS
+    )
     jobs = 1 if MAX_RUNTIME is None else math.ceil(longest / MAX_RUNTIME)
     return jobs - 1 + 2
 
@@ -255,6 +280,13 @@ def optimize_retries():
 # Snakemake process that runs the rule and its shell too; they ignore SIGURG (by
 # default) but die from SIGUSR1, which kills the run before it checkpoints. With "B:"
 # only the batch shell gets it, dies, and the job ends at once.
+def pilot_minutes(wildcards, attempt):
+    """Time of a pilot job: start-up and compilation, its steps at the run's rate."""
+    config = run_config(wildcards)
+    seconds = step_seconds(config, OPTIONS.n_devices, PILOT.get(config)) * (PILOT_STEPS + 1)
+    return capped_minutes(attempt * (1.5 * seconds / 60 + 10))
+
+
 def slurm_warning(wildcards, attempt):
     seconds = min(300, max(30, 60 * runtime_minutes(wildcards, attempt) // 4))
     return f"--signal=URG@{seconds}"
@@ -264,8 +296,9 @@ def slurm_warning(wildcards, attempt):
 # declared gpu_memory_gb, or the hungrier one where none is declared) plus 20 %. On the
 # host too: a conservative request for GPU runs.
 def mem_mb(wildcards, attempt):
-    plan = plan_run(RunConfig.from_row(run_settings(wildcards)), OPTIONS)
-    return int(1.2 * plan.n_devices * plan.memory.total / 1e6)
+    config = run_config(wildcards)
+    plan = plan_run(config, OPTIONS, measured_bytes=PILOT.device_memory(config))
+    return job_memory_mb(plan.memory.total, plan.n_devices, PILOT.get(config))
 
 
 # The site's GPU partition and model, where its profile names them (else the default
@@ -308,17 +341,16 @@ def timing_mem_mb(configs, chunk, sr_modes=("auto",)):
     if OPTIONS.device != "cpu":
         return TIMING_GPU_HOST_MB
     largest = max(
-        run_memory(c, chunk, mode, 1).total for c in configs for mode in sr_modes
+        plan_run(c, replace(OPTIONS, chunk_size=chunk, sr_mode=mode, n_devices=1)).memory.total
+        for c in configs
+        for mode in sr_modes
     )
     return max(2000, int(1.2 * largest / 1e6))
 
 
 def timing_configs():
     """The RunConfig of each run that step_times times."""
-    return [
-        RunConfig(**{k: getattr(v, "item", lambda: v)() for k, v in row.items()})
-        for _, row in timing_plan(RUNS).iterrows()
-    ]
+    return [RunConfig.from_row(row) for _, row in timing_plan(RUNS).iterrows()]
 
 
 def step_times_runtime(wildcards, attempt):
@@ -326,7 +358,7 @@ def step_times_runtime(wildcards, attempt):
     warm up) at the runs' estimated rate on one device, 2 minutes of start-up each."""
     configs = timing_configs()
     seconds = sum(
-        8.3e-6 * c.samples * c.L**2 * c.layers * (TIMED_STEPS + 2) for c in configs
+        step_seconds(c, 1, PILOT.get(c)) * (TIMED_STEPS + 2) for c in configs
     )
     return capped_minutes(attempt * (1.5 * seconds / 60 + 2 * len(configs) + 10))
 

@@ -1,0 +1,92 @@
+# Beyond the paper (vitnqs.symmetry): the Table 1 runs' networks projected on the
+# lattice's symmetries, sampled afresh (energy, variance, V-score), its own job per run so
+# that finished runs gain it without rerunning; part of `all`. Symmetrized fine-tuning
+# (`snakemake beyond`) is a separate stage, not part of `all`.
+FINETUNE_STEPS = config.get("finetune_steps", 50)
+
+
+def symmetrized_plan(wildcards):
+    return plan_symmetrized(run_config(wildcards), OPTIONS)
+
+
+rule symmetrize:
+    input:
+        summary=f"{RUN_DIR}/summary.json",
+        params=f"{RUN_DIR}/params.msgpack",
+    output:
+        f"{RUN_DIR}/symmetrized.json",
+    log:
+        "results/logs/symmetrize/{run}.log",
+    benchmark:
+        "results/benchmarks/symmetrize/{run}.tsv"
+    conda:
+        GPU_ENV
+    threads: PRESET["threads"]
+    resources:
+        **run_placement(min(RUN_GPUS, 1)),
+        runtime=lambda wildcards, attempt: capped_minutes(attempt * 60),
+        mem_mb=lambda wildcards: int(1.2 * symmetrized_plan(wildcards).memory.total / 1e6),
+    params:
+        samples=lambda wildcards: symmetrized_plan(wildcards).samples,
+        chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
+        xla=XLA_THREAD_FLAGS,
+    shell:
+        'XLA_FLAGS="${{XLA_FLAGS:-}} {params.xla}" python -m vitnqs symmetrize'
+        " --run-dir $(dirname {input.summary}) --samples {params.samples}"
+        " --chunk-size {params.chunk} {DEVICE_ARG} --out {output} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        summary=f"{RUN_DIR}/summary.json",
+        params=f"{RUN_DIR}/params.msgpack",
+    output:
+        summary=f"{RUN_DIR}/finetuned/summary.json",
+        params=f"{RUN_DIR}/finetuned/params.msgpack",
+    log:
+        "results/logs/finetune/{run}.log",
+    conda:
+        GPU_ENV
+    threads: PRESET["threads"]
+    retries: 2  # resumes from its checkpoint
+    resources:
+        **run_placement(min(RUN_GPUS, 1)),
+        runtime=lambda wildcards, attempt: capped_minutes(attempt * 120),
+        mem_mb=lambda wildcards: int(1.2 * symmetrized_plan(wildcards).memory.total / 1e6),
+    params:
+        steps=FINETUNE_STEPS,
+        chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
+        xla=XLA_THREAD_FLAGS,
+    shell:
+        'XLA_FLAGS="${{XLA_FLAGS:-}} {params.xla}" exec python -m vitnqs finetune'
+        " --run-dir $(dirname {input.summary}) --steps {params.steps}"
+        " --chunk-size {params.chunk} {DEVICE_ARG} --out $(dirname {output.summary})"
+        " > {log} 2>&1"
+
+
+rule finetuned_symmetrized:
+    input:
+        summary=f"{RUN_DIR}/finetuned/summary.json",
+    output:
+        f"{RUN_DIR}/finetuned/symmetrized.json",
+    log:
+        "results/logs/symmetrize/{run}.finetuned.log",
+    conda:
+        GPU_ENV
+    threads: PRESET["threads"]
+    resources:
+        **run_placement(min(RUN_GPUS, 1)),
+        runtime=lambda wildcards, attempt: capped_minutes(attempt * 60),
+        mem_mb=lambda wildcards: int(1.2 * symmetrized_plan(wildcards).memory.total / 1e6),
+    params:
+        samples=lambda wildcards: symmetrized_plan(wildcards).samples,
+        chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
+    shell:
+        "python -m vitnqs symmetrize --run-dir $(dirname {input.summary})"
+        " --samples {params.samples} --chunk-size {params.chunk} {DEVICE_ARG}"
+        " --out {output} > {log} 2>&1"
+
+
+rule beyond:
+    input:
+        run_files("finetuned/symmetrized.json", "table1"),
