@@ -21,6 +21,8 @@ ED_MAX_L = 4
 
 SPIN_PRODUCT_PER_PAULI_PRODUCT = 0.25
 """``S_i . S_j = sigma_i . sigma_j / 4`` for spins 1/2."""
+LOCAL_ENERGY_MODES = ("compact", "padded")
+"""How Monte Carlo local energies treat zero matrix elements (:func:`j1j2_hamiltonian`)."""
 
 
 def square_lattice(L: int, J2: float) -> nk.graph.Lattice:
@@ -51,11 +53,34 @@ def heisenberg(
     ).to_jax_operator()
 
 
-def j1j2_hamiltonian(L: int, J2: float) -> nk.operator.DiscreteJaxOperator:
-    """J1-J2 Heisenberg Hamiltonian on the periodic ``L x L`` lattice (J1 = 1, S.S units)."""
+def j1j2_hamiltonian(
+    L: int, J2: float, local_energy: str = "compact"
+) -> nk.operator.DiscreteJaxOperator:
+    """J1-J2 Heisenberg Hamiltonian on the periodic ``L x L`` lattice (J1 = 1, S.S units).
+
+    Args:
+        L: lattice side.
+        J2: next-nearest-neighbour coupling (>= 0).
+        local_energy: one of :data:`LOCAL_ENERGY_MODES`: ``"compact"`` evaluates the
+            network only on connected configurations with a non-zero element
+            (:class:`vitnqs.local_energy.CompactHeisenberg`), ``"padded"`` is NetKet's
+            operator with its padded connections. Both give the same matrix.
+
+    """
     if J2 < 0:
         raise ValueError(f"--J2: must be >= 0 (got {J2})")
-    return heisenberg(square_lattice(L, J2), [1.0, J2] if J2 else [1.0])
+    if local_energy not in LOCAL_ENERGY_MODES:
+        raise ValueError(
+            f"local_energy: must be one of {', '.join(LOCAL_ENERGY_MODES)} (got {local_energy!r})"
+        )
+    graph, couplings = square_lattice(L, J2), [1.0, J2] if J2 else [1.0]
+    if local_energy == "padded":
+        return heisenberg(graph, couplings)
+    from vitnqs.local_energy import CompactHeisenberg  # registers its NetKet kernels
+
+    return CompactHeisenberg.from_graph(
+        hilbert_space(graph.n_nodes), graph, [SPIN_PRODUCT_PER_PAULI_PRODUCT * J for J in couplings]
+    )
 
 
 def energy_lower_bound(L: int, J2: float) -> float:
@@ -106,4 +131,4 @@ def exact_ground_state_energy(L: int, J2: float) -> float:
             f"{L}x{L} has {math.comb(L * L, L * L // 2):.3g} states, "
             "far beyond the memory of one machine; use a literature reference energy"
         )
-    return ground_state_energy(j1j2_hamiltonian(L, J2), L * L)
+    return ground_state_energy(j1j2_hamiltonian(L, J2, local_energy="padded"), L * L)
