@@ -11,7 +11,9 @@ and appends it to the CSV::
     python benchmarks/local_energy.py --L 10 --repeats 2 --chunk-size 512
 
 The waste is the share of padded configurations whose matrix element is zero; the ratio
-is padded / compact seconds. Compile times are excluded (one call per mode first).
+is padded / compact seconds; ``configs_*`` count the network evaluations of one call
+(padded: ``M (2 + n_bonds)``, the sample and its padded connections; compact: ``M +
+slots``). Compile times are excluded (one call per mode first).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import time
 from pathlib import Path
 
 COLUMNS = (
-    "L", "J2", "attention", "M", "chunk", "waste", "n_bonds", "max_flips", "bucket",
-    "padded_s", "compact_s", "ratio", "round_trip_ms", "max_abs_diff", "sample_s",
+    "L", "J2", "attention", "M", "chunk", "waste", "n_bonds", "max_flips", "nonzero", "slots",
+    "configs_padded", "configs_compact", "padded_s", "compact_s", "ratio", "round_trip_ms",
+    "max_abs_diff", "sample_s",
 )  # fmt: skip
 
 
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         if new_file:
             writer.writeheader()
-        print(" ".join(f"{c:>10}" for c in COLUMNS[:4] + COLUMNS[5:]), flush=True)
+        shown = COLUMNS[:4] + COLUMNS[5:]
+        print(" ".join(f"{c[:10]:>10}" for c in shown), flush=True)
         for L in args.L:
             for J2 in args.J2:
                 for attention in args.attention:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                                   args.sweeps, args.repeats, args.seed)  # fmt: skip
                     writer.writerow(row)
                     handle.flush()
-                    cells = [row[c] for c in COLUMNS[:4] + COLUMNS[5:]]
+                    cells = [row[c] for c in shown]
                     print(
                         " ".join(
                             f"{c:>10.4g}" if isinstance(c, float) else f"{c!s:>10}" for c in cells
