@@ -1,5 +1,6 @@
 """Compact local energies equal NetKet's padded ones (operator, kernels, driver, devices)."""
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from vitnqs.physics import (
     ground_state_energy,
     j1j2_hamiltonian,
 )
+from vitnqs.resources import max_nonzero_share, n_connected, n_connected_compact
 
 TINY = {"layers": 1, "d": 8, "heads": 2, "b": 2}
 
@@ -254,3 +256,25 @@ def test_local_energies_equal_padded_6x6(attention, J2):
         energies = _local_energies(vstate, compact, chunk_size)
         assert _relative_difference(energies, reference) < 1e-10, chunk_size
     assert local_energy.STATS["buckets"]
+
+
+@pytest.mark.parametrize("J2", [0.0, 0.5])
+def test_max_nonzero_share_is_reached_and_not_exceeded(J2):
+    # every Sz = 0 configuration of 4 x 4
+    compact = j1j2_hamiltonian(4, J2)
+    flips = np.asarray(compact.n_flips(compact.hilbert.all_states()))
+    assert flips.max() == max_nonzero_share(J2) * compact.n_bonds
+
+
+@pytest.mark.parametrize("L, J2", [(4, 0.0), (6, 0.5), (10, 0.5), (10, 0.0)])
+def test_compact_connections_bound_the_slots(L, J2):
+    n_bonds = n_connected(L, J2) - 1
+    assert n_connected_compact(L, J2) <= n_connected(L, J2) + 1
+    for share in (0.3, 0.52, max_nonzero_share(J2)):
+        bound = n_connected_compact(L, J2, share)
+        for n in (8, 100, 256, 1000):
+            # the slots of the fullest batch with that share, per sample, plus the sample
+            slots = slot_count(n, n_bonds, math.floor(share * n * n_bonds))
+            assert 1 + slots / n <= bound
+    # J2 = 0.5 at the measured share: about half the padded evaluations
+    assert n_connected_compact(10, 0.5, 0.52) < 0.6 * (1 + n_connected(10, 0.5))

@@ -76,11 +76,13 @@ def slot_count(n_samples: int, n_bonds: int, n_nonzero: int) -> int:
     """Static slot count for ``n_nonzero`` non-zero exchange terms of ``n_samples`` samples.
 
     The smallest multiple of the bucket step (``n_samples * n_bonds / BUCKETS`` rounded up
-    to :data:`SLOT_ALIGNMENT`) that holds them, at least one step.
+    to :data:`SLOT_ALIGNMENT`) that holds them, at least one step, at most the padded
+    count ``n_samples * n_bonds`` rounded up to :data:`SLOT_ALIGNMENT`.
     """
     padded = n_samples * n_bonds
     step = SLOT_ALIGNMENT * max(1, math.ceil(padded / (BUCKETS * SLOT_ALIGNMENT)))
-    return min(max(step, math.ceil(n_nonzero / step) * step), math.ceil(padded / step) * step)
+    most = math.ceil(padded / SLOT_ALIGNMENT) * SLOT_ALIGNMENT
+    return min(max(step, math.ceil(n_nonzero / step) * step), most)
 
 
 @jax.tree_util.register_pytree_node_class
