@@ -44,6 +44,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -266,6 +267,12 @@ def _flips_per_sample(op: CompactHeisenberg, x: jax.Array) -> jax.Array:
     return op.n_flips(x.reshape(-1, x.shape[-1]))
 
 
+@partial(jax.jit, static_argnums=2)
+def _largest_device_total(op: CompactHeisenberg, x: jax.Array, shards: int) -> jax.Array:
+    # a replicated scalar: readable by every process of a multi-process run
+    return jnp.max(_flips_per_sample(op, x).reshape(shards, -1).sum(axis=1))
+
+
 def slots_of(op: CompactHeisenberg, samples: jax.Array) -> int:
     """Slot count for a batch of samples (a host round trip, recorded in :data:`STATS`).
 
@@ -273,13 +280,13 @@ def slots_of(op: CompactHeisenberg, samples: jax.Array) -> int:
     sharded on (contiguous blocks along the sample axis), rounded by :func:`slot_count`.
     """
     jax.block_until_ready(samples)  # the sampler's time is not the round trip's
+    shards = n_shards()
     start = time.perf_counter()
-    flips = np.asarray(_flips_per_sample(op, samples))
+    largest = int(_largest_device_total(op, samples, shards))
     STATS["round_trip_s"] += time.perf_counter() - start
     STATS["round_trips"] += 1
-    shards = n_shards()
-    per_device = flips.reshape(shards, -1)
-    slots = slot_count(per_device.shape[1], op.n_bonds, int(per_device.sum(axis=1).max()))
+    per_device = math.prod(samples.shape[:-1]) // shards
+    slots = slot_count(per_device, op.n_bonds, largest)
     STATS["buckets"][slots] += 1
     return slots
 
@@ -368,22 +375,24 @@ def _zero_share(op: nk.operator.DiscreteJaxOperator, x: jax.Array) -> jax.Array:
     return jnp.mean(mels == 0)
 
 
-def _timed_local_energies(vstate: MCState, op, repeats: int) -> tuple[float, jax.Array]:
-    energies = vstate.local_estimators(op).data  # compiles
+def _timed_local_energies(vstate: MCState, operators: Sequence, repeats: int) -> list:
+    """Median seconds and local energies of each operator, timed in alternation."""
+    energies = [vstate.local_estimators(op).data for op in operators]  # compiles
     jax.block_until_ready(energies)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(vstate.local_estimators(op).data)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), energies
+    times = [[] for _ in operators]
+    for _ in range(repeats):  # alternating: a change of the machine's load hits both
+        for op, op_times in zip(operators, times, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(vstate.local_estimators(op).data)
+            op_times.append(time.perf_counter() - start)
+    return [(statistics.median(t), e) for t, e in zip(times, energies, strict=True)]
 
 
 def measure_modes(vstate: MCState, L: int, J2: float, repeats: int = 3) -> dict:
     """Waste of the padded connections and local-energy wall time of both modes.
 
-    On the state's current samples (sample the chain first), in this one process, each
-    mode timed ``repeats`` times after one compiling call.
+    On the state's current samples (sample the chain first), in this one process: one
+    compiling call per mode, then ``repeats`` timed calls of each, alternating.
 
     Args:
         vstate: the variational state (its ``chunk_size`` is used).
@@ -408,12 +417,14 @@ def measure_modes(vstate: MCState, L: int, J2: float, repeats: int = 3) -> dict:
     compact = j1j2_hamiltonian(L, J2, local_energy="compact")
     samples = vstate.samples.reshape(-1, vstate.hilbert.size)
     waste = float(_zero_share(padded, samples))
-    padded_s, e_padded = _timed_local_energies(vstate, padded, repeats)
-    compact_s, e_compact = _timed_local_energies(vstate, compact, repeats)
+    (padded_s, e_padded), (compact_s, e_compact) = _timed_local_energies(
+        vstate, (padded, compact), repeats
+    )
+    flips = np.asarray(_flips_per_sample(compact, samples))
     round_trips = []  # warm: the count's kernel is compiled by now
     for _ in range(5):
         start = time.perf_counter()
-        flips = np.asarray(_flips_per_sample(compact, samples))
+        int(_largest_device_total(compact, samples, n_shards()))
         round_trips.append(time.perf_counter() - start)
     slots = slots_of(compact, samples)
     n = samples.shape[0]
