@@ -48,6 +48,10 @@ DEVICES = ("gpu", "cpu", "auto")
 """Allowed device settings: ``gpu`` requires a GPU backend, ``cpu`` runs on the CPU even
 where GPUs are allocated, ``auto`` takes what JAX finds but refuses a GPU allocation that
 JAX cannot use (:mod:`vitnqs.devices`)."""
+LOCAL_ENERGY_MODES = ("compact", "padded")
+"""How local energies evaluate the network (:func:`vitnqs.physics.j1j2_hamiltonian`):
+``compact`` only on the configurations with a non-zero matrix element
+(:mod:`vitnqs.local_energy`), ``padded`` on NetKet's padded connections (every bond)."""
 NETWORK_DTYPES = ("float64", "float32")
 """Allowed arithmetic of the network (see :attr:`RunOptions.network_dtype`)."""
 RESULTS_VERSION = 2
@@ -209,6 +213,9 @@ class RunOptions:
     """how the SR kernel is built (auto: the fastest that fits the device's memory)"""
     network_dtype: str = "float64"
     """arithmetic of the network; parameters, kernel and solve stay float64"""
+    local_energy: str = "compact"
+    """compact: evaluate the network only where the Hamiltonian's element is non-zero;
+    padded: on NetKet's padded connections (the same energies to rounding)"""
     reference_file: Path | None = None
     """reference-energy JSON of `vitnqs reference` (default: computed here)"""
     device: str = "auto"
@@ -237,6 +244,7 @@ class RunOptions:
         for name, allowed in (
             ("network_dtype", NETWORK_DTYPES),
             ("sr_mode", SR_MODE_CHOICES),
+            ("local_energy", LOCAL_ENERGY_MODES),
             ("device", DEVICES),
         ):
             if getattr(self, name) not in allowed:
@@ -281,6 +289,7 @@ FIELD_CHOICES = {
     "attention": ATTENTIONS,
     "sr_mode": SR_MODE_CHOICES,
     "network_dtype": NETWORK_DTYPES,
+    "local_energy": LOCAL_ENERGY_MODES,
     "device": DEVICES,
 }
 """The fields whose values are names, and the names they allow."""

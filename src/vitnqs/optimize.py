@@ -97,7 +97,7 @@ def build_driver(
         dtype=jnp.dtype(options.network_dtype),
     )  # fmt: skip
     plan = plan or plan_run(config, options)
-    hamiltonian = j1j2_hamiltonian(config.L, config.J2)
+    hamiltonian = j1j2_hamiltonian(config.L, config.J2, options.local_energy)
     init_key, sampler_key = jax.random.split(jax.random.key(config.seed))
     vstate = nk.vqs.MCState(
         exchange_sampler(config.L, n_chains=config.samples),
@@ -520,6 +520,7 @@ def _optimize(
             "chunk_size": options.chunk_size,
             "checkpoint_every": options.checkpoint_every,
             "network_dtype": options.network_dtype,
+            "local_energy": options.local_energy,
             "device": options.device,
             "n_devices": options.n_devices,
             "sr_mode": options.sr_mode,

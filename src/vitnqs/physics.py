@@ -16,6 +16,8 @@ from functools import cache
 import netket as nk
 import numpy as np
 
+from vitnqs.config import LOCAL_ENERGY_MODES
+
 ED_MAX_L = 4
 """Largest lattice side for exact diagonalization (6 x 6 has 9.08e9 Sz=0 states)."""
 
@@ -51,11 +53,34 @@ def heisenberg(
     ).to_jax_operator()
 
 
-def j1j2_hamiltonian(L: int, J2: float) -> nk.operator.DiscreteJaxOperator:
-    """J1-J2 Heisenberg Hamiltonian on the periodic ``L x L`` lattice (J1 = 1, S.S units)."""
+def j1j2_hamiltonian(
+    L: int, J2: float, local_energy: str = "compact"
+) -> nk.operator.DiscreteJaxOperator:
+    """J1-J2 Heisenberg Hamiltonian on the periodic ``L x L`` lattice (J1 = 1, S.S units).
+
+    Args:
+        L: lattice side.
+        J2: next-nearest-neighbour coupling (>= 0).
+        local_energy: one of :data:`LOCAL_ENERGY_MODES`: ``"compact"`` evaluates the
+            network only on connected configurations with a non-zero element
+            (:class:`vitnqs.local_energy.CompactHeisenberg`), ``"padded"`` is NetKet's
+            operator with its padded connections. Both give the same matrix.
+
+    """
     if J2 < 0:
         raise ValueError(f"--J2: must be >= 0 (got {J2})")
-    return heisenberg(square_lattice(L, J2), [1.0, J2] if J2 else [1.0])
+    if local_energy not in LOCAL_ENERGY_MODES:
+        raise ValueError(
+            f"local_energy: must be one of {', '.join(LOCAL_ENERGY_MODES)} (got {local_energy!r})"
+        )
+    graph, couplings = square_lattice(L, J2), [1.0, J2] if J2 else [1.0]
+    if local_energy == "padded":
+        return heisenberg(graph, couplings)
+    from vitnqs.local_energy import CompactHeisenberg  # registers its NetKet kernels
+
+    return CompactHeisenberg.from_graph(
+        hilbert_space(graph.n_nodes), graph, [SPIN_PRODUCT_PER_PAULI_PRODUCT * J for J in couplings]
+    )
 
 
 def energy_bounds(L: int, J2: float) -> tuple[float, float]:
@@ -107,4 +132,4 @@ def exact_ground_state_energy(L: int, J2: float) -> float:
             f"{L}x{L} has {math.comb(L * L, L * L // 2):.3g} states, "
             "far beyond the memory of one machine; use a literature reference energy"
         )
-    return ground_state_energy(j1j2_hamiltonian(L, J2), L * L)
+    return ground_state_energy(j1j2_hamiltonian(L, J2, local_energy="padded"), L * L)

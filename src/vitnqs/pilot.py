@@ -174,9 +174,7 @@ class PilotRows:
     requests come from the formulas (:mod:`vitnqs.plan`).
     """
 
-    def __init__(
-        self, table: pd.DataFrame | None, n_devices: int, device_kind: str | None = None
-    ):
+    def __init__(self, table: pd.DataFrame | None, n_devices: int, device_kind: str | None = None):
         self.rows: dict[tuple, dict[str, Any]] = {}
         self.skipped = 0
         for _, row in (pd.DataFrame() if table is None else table).iterrows():

@@ -130,7 +130,9 @@ def plan_run(
     dense = "explicit" if options.n_devices > 1 else "symmetric"
 
     def estimate(mode: str) -> resources.MemoryEstimate:
-        return resources.run_memory(config, mode, options.chunk_size, options.n_devices)
+        return resources.run_memory(
+            config, mode, options.chunk_size, options.n_devices, options.local_energy
+        )
 
     if not use_ntk:  # NetKet's QGT form: an explicit Jacobian, no kernel
         mode = "explicit"
