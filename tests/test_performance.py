@@ -81,6 +81,12 @@ def test_measure_rows():
             np.array([counts[p] for p in performance.PHASES]) / 1e9
         )
     assert "driver_step" in set(table[table.sr_mode == "symmetric"].phase)
+    # both local-energy modes on the same samples, and the share of zero elements
+    modes = result["local_energy_modes"]
+    assert 0.25 < modes["waste"] < 0.75 and modes["max_abs_diff"] < 1e-10
+    assert modes["configs_compact"] < modes["configs_padded"] == 16 * 66
+    assert (table.local_energies_padded_s > 0).all() and (table.local_energies_compact_s > 0).all()
+    assert "padded / compact" in performance.summary_table(table)
     assert (table.matmul_gflops > 0).all()
 
 

@@ -13,6 +13,7 @@ from vitnqs.config import (
     ATTENTIONS,
     DEVICES,
     FIELD_CHOICES,
+    LOCAL_ENERGY_MODES,
     NETWORK_DTYPES,
     PAPER_MODEL,
     SR_MODES,
@@ -541,6 +542,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="kernel phases to time on the same samples (the first also updates; %(default)s)",
     )
     p.add_argument("--network-dtypes", nargs="+", default=["float64"], choices=NETWORK_DTYPES)
+    p.add_argument(
+        "--local-energies",
+        nargs="+",
+        default=["compact"],
+        choices=LOCAL_ENERGY_MODES,
+        help="the driver's local energies, a case each (%(default)s; both are always timed)",
+    )
+    p.add_argument("--J2", type=float, default=0.5, help="(%(default)s)")
     p.add_argument("--samples", type=int, default=256, help="samples per step (%(default)s)")
     p.add_argument("--chunk-size", type=int, default=None, help="samples per chunk")
     for name in ("layers", "d", "heads"):  # the paper's model by default
@@ -581,11 +590,14 @@ def _benchmark(args: argparse.Namespace) -> int:
             d=args.d,
             heads=args.heads,
             network_dtype=dtype,
+            local_energy=local_energy,
+            J2=args.J2,
             steps=args.steps,
             time_driver=not args.no_driver_step,
         )  # fmt: skip
         for L in args.L
         for dtype in args.network_dtypes
+        for local_energy in args.local_energies
         for attention in args.attention
     ]
     budget = None if args.max_minutes is None else 60 * args.max_minutes

@@ -41,7 +41,6 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -58,6 +57,7 @@ from netket.utils.types import PyTree
 from netket.vqs import MCState
 from netket.vqs.mc import check_hilbert, get_local_kernel, get_local_kernel_arguments
 
+from vitnqs import measure
 from vitnqs.resources import BUCKETS  # one number for the kernel and the memory formula
 
 SLOT_ALIGNMENT = 8
@@ -278,9 +278,9 @@ def slots_of(op: CompactHeisenberg, samples: jax.Array) -> int:
     """
     jax.block_until_ready(samples)  # the sampler's time is not the round trip's
     shards = n_shards()
-    start = time.perf_counter()
-    largest = int(_largest_device_total(op, samples, shards))
-    STATS["round_trip_s"] += time.perf_counter() - start
+    read = measure.timed(lambda: int(_largest_device_total(op, samples, shards)))
+    largest = read.result
+    STATS["round_trip_s"] += read.wall_s
     STATS["round_trips"] += 1
     per_device = math.prod(samples.shape[:-1]) // shards
     slots = slot_count(per_device, op.n_bonds, largest)
@@ -379,9 +379,7 @@ def _timed_local_energies(vstate: MCState, operators: Sequence, repeats: int) ->
     times = [[] for _ in operators]
     for _ in range(repeats):  # alternating: a change of the machine's load hits both
         for op, op_times in zip(operators, times, strict=True):
-            start = time.perf_counter()
-            jax.block_until_ready(vstate.local_estimators(op).data)
-            op_times.append(time.perf_counter() - start)
+            op_times.append(measure.timed(lambda op=op: vstate.local_estimators(op).data).wall_s)
     return [(statistics.median(t), e) for t, e in zip(times, energies, strict=True)]
 
 
@@ -418,11 +416,11 @@ def measure_modes(vstate: MCState, L: int, J2: float, repeats: int = 3) -> dict:
         vstate, (padded, compact), repeats
     )
     flips = np.asarray(_flips_per_sample(compact, samples))
-    round_trips = []  # warm: the count's kernel is compiled by now
-    for _ in range(5):
-        start = time.perf_counter()
-        int(_largest_device_total(compact, samples, n_shards()))
-        round_trips.append(time.perf_counter() - start)
+    # warm: the count's kernel is compiled by now
+    round_trips = [
+        measure.timed(lambda: int(_largest_device_total(compact, samples, n_shards()))).wall_s
+        for _ in range(5)
+    ]
     slots = slots_of(compact, samples)
     n = samples.shape[0]
     return {

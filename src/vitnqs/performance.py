@@ -289,6 +289,8 @@ class Case:
     b: int = PAPER_MODEL["b"]
     J2: float = 0.5
     network_dtype: str = "float64"
+    local_energy: str = "compact"
+    """The driver's local energies; both modes' phase is also timed on the same samples."""
     steps: int = 3
     time_driver: bool = True
     """Also time the driver's own fused step in the first mode (one more compilation)."""
@@ -308,7 +310,7 @@ def measure_case(case: Case) -> dict[str, Any]:
     )  # fmt: skip
     options = RunOptions(
         chunk_size=case.chunk_size, sr_mode=case.sr_modes[0],
-        network_dtype=case.network_dtype, progress=False,
+        network_dtype=case.network_dtype, local_energy=case.local_energy, progress=False,
     )  # fmt: skip
     clock = measure.Stopwatch()
     driver = build_driver(config, options, plan_run(config, options))
@@ -323,6 +325,10 @@ def measure_case(case: Case) -> dict[str, Any]:
         cpu.append(runner.cpu)
     median = {key: statistics.median(t[key] for t in timed) for key in timed[0]}
     median_cpu = {key: statistics.median(t[key] for t in cpu) for key in cpu[0]}
+    from vitnqs.local_energy import measure_modes
+
+    # the local-energy phase in both modes on the run's own samples, and the waste
+    local_modes = measure_modes(driver.state, case.L, case.J2, repeats=max(case.steps, 3))
     driver_step_s = math.nan
     if (
         case.time_driver and case.sr_modes[0] not in runner.failed
@@ -340,6 +346,7 @@ def measure_case(case: Case) -> dict[str, Any]:
         "seconds": median,
         "cpu_seconds": median_cpu,
         "driver_step_s": driver_step_s,
+        "local_energy_modes": local_modes,
         "compile_s": compile_s - sum(warmup.values()) + sum(median.values()),
         "peak_host_mb": measure.peak_host_bytes() / 2**20,
         "peak_device_mb": _mib(measure.peak_device_bytes()),
@@ -368,6 +375,9 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         "peak_host_mb": result["peak_host_mb"],
         "peak_device_mb": result["peak_device_mb"],
         "matmul_gflops": result["matmul_gflops"],
+        "waste": result["local_energy_modes"]["waste"],
+        "local_energies_padded_s": result["local_energy_modes"]["padded_s"],
+        "local_energies_compact_s": result["local_energy_modes"]["compact_s"],
     }
     out = []
     for mode in (m for m in case["sr_modes"] if m not in result["failed"]):
@@ -404,7 +414,8 @@ def run_cases(
     started = time.perf_counter()
     for number, case in enumerate(cases, 1):
         elapsed = time.perf_counter() - started
-        label = (f"[{number}/{len(cases)}] {case.attention} L={case.L} "
+        label = (f"[{number}/{len(cases)}] {case.attention} L={case.L} J2={case.J2:g} "
+                 f"{case.local_energy} "
                  f"{'/'.join(case.sr_modes)} {case.network_dtype}")  # fmt: skip
         if max_seconds is not None and elapsed > max_seconds:
             print(f"{label}: skipped, {elapsed:.0f} s > budget {max_seconds:.0f} s", file=log)
@@ -430,20 +441,27 @@ def child_main(case_json: str) -> None:
 
 
 def summary_table(table) -> str:
-    """Markdown table: one row per (L, attention, dtype, SR mode), seconds per phase, rates."""
+    """Markdown table: one row per case and SR mode, seconds per phase, rates."""
     lines = [
-        "| L | attention | dtype | SR mode | P | " + " | ".join(PHASES) + " | step s |"
-        " driver step s | local E % ceil. | kernel % ceil. | compile s | host MB | device MB |",
-        "|---|---|---|---|---|" + "---|" * len(PHASES) + "---|---|---|---|---|---|---|",
+        "| L | J2 | attention | dtype | local E | SR mode | P | "
+        + " | ".join(PHASES)
+        + " | step s |"
+        " driver step s | local E % ceil. | kernel % ceil. | compile s | host MB | device MB |"
+        " waste | local E padded s | local E compact s | padded / compact |",
+        "|---|---|---|---|---|---|---|"
+        + "---|" * len(PHASES)
+        + "---|---|---|---|---|---|---|"
+        + "---|---|---|---|",
     ]
-    keys = ["L", "attention", "network_dtype", "sr_mode"]
-    for (L, attention, dtype, mode), group in table.groupby(keys, sort=False):
+    keys = ["L", "J2", "attention", "network_dtype", "local_energy", "sr_mode"]
+    for (L, J2, attention, dtype, local, mode), group in table.groupby(keys, sort=False):
         by = group.set_index("phase")
         first = group.iloc[0]
         driver = by["median_s"].get("driver_step", math.nan)
         device_mb = first["peak_device_mb"]
         lines.append(
-            f"| {L} | {attention} | {dtype} | {mode} | {first['n_parameters']} | "
+            f"| {L} | {J2:g} | {attention} | {dtype} | {local} | {mode} | "
+            f"{first['n_parameters']} | "
             + " | ".join(f"{by.loc[p, 'median_s']:.3g}" for p in PHASES)
             + f" | {by.loc['step', 'median_s']:.3g} | "
             + ("" if math.isnan(driver) else f"{driver:.3g}")
@@ -451,6 +469,8 @@ def summary_table(table) -> str:
             + f" | {100 * by.loc['kernel_solve', 'fraction_of_ceiling']:.0f}"
             + f" | {first['compile_s']:.0f} | {first['peak_host_mb']:.0f} | "
             + ("" if device_mb is None or np.isnan(device_mb) else f"{device_mb:.0f}")
-            + " |"
+            + f" | {first['waste']:.2f} | {first['local_energies_padded_s']:.3g} | "
+            f"{first['local_energies_compact_s']:.3g} | "
+            f"{first['local_energies_padded_s'] / first['local_energies_compact_s']:.2f} |"
         )
     return "\n".join(lines) + "\n"
