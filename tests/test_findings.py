@@ -204,3 +204,22 @@ def test_table1_matches_the_paper_by_layers_and_gives_sigma_only_at_its_settings
     assert table["paper_energy"].notna().sum() == 6
     text = table1_text(table, "md")
     assert "(laptop scale)" in text and "Not the paper's settings (laptop: d 16, h 4" in text
+
+
+def test_symmetrized_energies_in_table1_and_the_findings():
+    runs = _table1_runs(layers=1, d=16, heads=4, samples=128, steps=400, lr=0.1, diag_shift=1e-2)
+    runs["v_score"] = 0.05
+    sym = runs[list(RUN_COLUMNS)].copy()
+    sym["energy"], sym["energy_error"] = -0.5035, 2e-5
+    sym["v_score"], sym["plain_rel_error"] = 0.02, runs["rel_error"]
+    sym["rel_error"] = abs((-0.5035 - -0.50381) / 0.50381)  # 6.2e-4, from 1e-3
+    table = table1(runs, "laptop", symmetrized=sym)
+    ours = table.dropna(subset=["energy"])
+    assert (ours.sym_energy == -0.5035).all() and (ours.sym_v_score == 0.02).all()
+    assert (ours.v_score == 0.05).all()
+    text = table1_text(table, "md")
+    assert "sym. energy" in text and "-0.503500(20)" in text and "sym. V-score" in text
+    rows = findings(_runs(), _dependence(), _maps(), _step_times(), sym)
+    info = rows[rows.claim == "beyond the paper: symmetrized network"]
+    assert list(info.result) == ["info", "info"]  # one per (L, J2, layers) case
+    assert "Factored 1.00e-03 -> 6.15e-04 (1.63x)" in info.numbers.iloc[0]

@@ -342,8 +342,9 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="runs.csv and history.csv from run directories")
     p.add_argument("--sweeps", required=True, help="the pipeline's sweeps.csv")
     p.add_argument("--runs-dir", required=True, help="directory holding one folder per run")
-    p.add_argument("--out-runs", required=True)
-    p.add_argument("--out-history", required=True)
+    p.add_argument("--out-runs", help="runs.csv to write")
+    p.add_argument("--out-history", help="history.csv to write")
+    p.add_argument("--out-symmetrized", help="symmetrized.csv to write (beyond the paper)")
     p.set_defaults(handler=_collect)
 
 
@@ -353,9 +354,15 @@ def _collect(args: argparse.Namespace) -> int:
     from vitnqs.tables import collect
 
     sweeps = pd.read_csv(args.sweeps)
-    runs, history = collect(sweeps, [Path(args.runs_dir) / run for run in sweeps["run"]])
-    runs.to_csv(args.out_runs, index=False)
-    history.to_csv(args.out_history, index=False)
+    run_dirs = [Path(args.runs_dir) / run for run in sweeps["run"]]
+    if args.out_symmetrized:
+        from vitnqs.tables import collect_symmetrized
+
+        collect_symmetrized(sweeps, run_dirs).to_csv(args.out_symmetrized, index=False)
+    if args.out_runs or args.out_history:
+        runs, history = collect(sweeps, run_dirs)
+        runs.to_csv(args.out_runs, index=False)
+        history.to_csv(args.out_history, index=False)
     return 0
 
 
@@ -363,6 +370,7 @@ def _add_table1(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table1", help="the reproduced Table 1 beside the paper's")
     p.add_argument("--runs", required=True, help="runs.csv")
     p.add_argument("--step-times", help="step_times.csv (timed one run at a time)")
+    p.add_argument("--symmetrized", help="symmetrized.csv (beyond the paper)")
     p.add_argument("--scale", required=True, help="preset that produced the runs")
     p.add_argument("--out", required=True, help="output prefix: writes .csv, .md and .tex")
     p.set_defaults(handler=_table1)
@@ -374,7 +382,8 @@ def _table1(args: argparse.Namespace) -> int:
     from vitnqs.tables import table1, table1_text
 
     step_times = None if args.step_times is None else pd.read_csv(args.step_times)
-    table = table1(pd.read_csv(args.runs), args.scale, step_times)
+    symmetrized = None if args.symmetrized is None else pd.read_csv(args.symmetrized)
+    table = table1(pd.read_csv(args.runs), args.scale, step_times, symmetrized)
     prefix = Path(args.out)
     table.to_csv(prefix.with_suffix(".csv"), index=False)
     prefix.with_suffix(".md").write_text(table1_text(table, "md"))
@@ -417,6 +426,7 @@ def _add_findings(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dependence", required=True, help="attention_dependence.csv")
     p.add_argument("--maps", required=True, help="attention_maps.csv")
     p.add_argument("--step-times", required=True, help="step_times.csv")
+    p.add_argument("--symmetrized", help="symmetrized.csv (beyond the paper)")
     p.add_argument("--scale", required=True, help="preset that produced the data")
     p.add_argument("--out", required=True, help="findings.csv to write; also printed")
     p.set_defaults(handler=_findings)
@@ -428,7 +438,10 @@ def _findings(args: argparse.Namespace) -> int:
     from vitnqs.findings import findings, findings_markdown
 
     read = pd.read_csv
-    table = findings(read(args.runs), read(args.dependence), read(args.maps), read(args.step_times))
+    symmetrized = None if args.symmetrized is None else read(args.symmetrized)
+    table = findings(
+        read(args.runs), read(args.dependence), read(args.maps), read(args.step_times), symmetrized
+    )
     table.to_csv(args.out, index=False)
     print(f"Findings at the {args.scale} scale ({args.out}):\n")
     print(findings_markdown(table))
@@ -447,6 +460,7 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dependence", help="attention_dependence.csv (fig4)")
     p.add_argument("--step-times", help="step_times.csv (fig3)")
     p.add_argument("--table1", help="table1.csv, for the paper's values (fig3)")
+    p.add_argument("--symmetrized", help="symmetrized.csv (fig3, beyond the paper)")
     p.add_argument("--scale", required=True, help="preset that produced the data")
     p.add_argument("--out", required=True, help="PDF path; the PNG is written beside it")
     p.set_defaults(handler=_figure)
@@ -480,6 +494,7 @@ def _figure(args: argparse.Namespace) -> int:
             pd.read_csv(args.table1),
             args.out,
             args.scale,
+            None if args.symmetrized is None else pd.read_csv(args.symmetrized),
         )
     elif args.name == "fig4":
         plots.figure4(pd.read_csv(args.maps), pd.read_csv(args.dependence), args.out, args.scale)

@@ -40,6 +40,7 @@ ACCURACY = "comparable accuracy (Fig. 2)"
 INDEPENDENCE = "input independence emerges (Fig. 4)"
 IDENTITY_FIT = "softmax term ~ a I + c (Fig. 4 caption)"
 COST = "Factored is cheaper (Fig. 3, Table 1)"
+SYMMETRIZED = "beyond the paper: symmetrized network"
 
 
 def _result(passed: bool) -> str:
@@ -179,8 +180,32 @@ def cost_rows(step_times: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
+def symmetrized_rows(symmetrized: pd.DataFrame) -> list[dict[str, str]]:
+    """Beyond the paper: plain and symmetrized relative errors per Table 1 case (info)."""
+    rows = []
+    criterion = "information only: error of the plain / the symmetrized network (> 1: better)"
+    for (L, J2, layers), case in symmetrized.groupby(["L", "J2", "layers"], sort=True):
+        parts = []
+        for attention in ATTENTIONS:
+            mine = case[case["attention"] == attention]
+            if mine.empty or mine["rel_error"].isna().all():
+                continue
+            plain, sym = mine["plain_rel_error"].mean(), mine["rel_error"].mean()
+            parts.append(f"{NAMES[attention]} {plain:.2e} -> {sym:.2e} ({plain / sym:.2f}x)")
+        rows.append(
+            {"claim": SYMMETRIZED, "case": f"L={L}, J2={J2:g}, {layers} layer(s)",
+             "numbers": "; ".join(parts) or "no reference energy: see the V-scores in Table 1",
+             "criterion": criterion, "result": "info"}
+        )  # fmt: skip
+    return rows
+
+
 def findings(
-    runs: pd.DataFrame, dependence: pd.DataFrame, maps: pd.DataFrame, step_times: pd.DataFrame
+    runs: pd.DataFrame,
+    dependence: pd.DataFrame,
+    maps: pd.DataFrame,
+    step_times: pd.DataFrame,
+    symmetrized: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """All claims, one row per case.
 
@@ -189,6 +214,7 @@ def findings(
         dependence: ``attention_dependence.csv``.
         maps: ``attention_maps.csv``.
         step_times: ``step_times.csv`` (timings made one run at a time).
+        symmetrized: ``symmetrized.csv`` (beyond the paper), if available.
 
     Returns:
         The table with :data:`COLUMNS`.
@@ -198,6 +224,7 @@ def findings(
         *accuracy_rows(runs),
         *independence_rows(dependence, maps),
         *cost_rows(step_times),
+        *([] if symmetrized is None else symmetrized_rows(symmetrized)),
     ]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

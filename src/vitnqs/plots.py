@@ -93,12 +93,14 @@ def figure2(history, runs, pdf: str | Path, scale: str) -> None:
     save(fig, pdf, scale)
 
 
-def figure3(runs, step_times, table1, pdf: str | Path, scale: str) -> None:
+def figure3(runs, step_times, table1, pdf: str | Path, scale: str, symmetrized=None) -> None:
     """Final relative error (left) and time per step (right) vs L, per attention.
 
     Left: seed mean of the runs (filled markers) and the paper's Table 1 runs (open
-    markers, relative to the same references). Right: median time per step timed one
-    run at a time (``step_times.csv``), not by the runs that shared the machine.
+    markers, relative to the same references); beyond the paper, where
+    ``symmetrized.csv`` is given, the same networks projected on the lattice symmetries
+    (small markers, dotted). Right: median time per step timed one run at a time
+    (``step_times.csv``), not by the runs that shared the machine.
     """
     use_style()
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.8, 2.8))
@@ -113,9 +115,17 @@ def figure3(runs, step_times, table1, pdf: str | Path, scale: str) -> None:
         theirs = paper[paper.attention == attention]
         left.plot(theirs["L"], theirs["paper_rel_error"], linestyle="none", marker=style["marker"],
                   mfc="none", color=style["color"], ms=6)  # fmt: skip
+        if symmetrized is not None:
+            sym = symmetrized[symmetrized.attention == attention].dropna(subset=["rel_error"])
+            sym = sym.groupby("L", as_index=False)["rel_error"].mean()
+            left.plot(sym["L"], sym["rel_error"], linestyle=":", marker=style["marker"],
+                      color=style["color"], ms=3, alpha=0.8)  # fmt: skip
     if len(paper):
         left.plot([], [], linestyle="none", marker="o", mfc="none", color="0.3",
                   label=r"open: paper, Table 1 ($n_l=4$, $d=60$)")  # fmt: skip
+    if symmetrized is not None and symmetrized["rel_error"].notna().any():
+        left.plot([], [], linestyle=":", marker="o", ms=3, color="0.3",
+                  label="small, dotted: symmetrized (beyond the paper)")  # fmt: skip
     J2 = ", ".join(f"{v:g}" for v in sorted(set(runs["J2"])))
     layers = ", ".join(str(v) for v in sorted(set(runs["layers"])))
     left.set_yscale("log")

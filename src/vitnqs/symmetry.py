@@ -44,7 +44,7 @@ from vitnqs.physics import (
     j1j2_hamiltonian,
     square_lattice,
 )
-from vitnqs.references import reference_energy, relative_error
+from vitnqs.references import reference_energy, relative_error, v_score
 
 POINT_GROUP = (
     ((1, 0), (0, 1)),  # identity
@@ -259,29 +259,6 @@ def infinite_temperature_energy(L: int, J2: float, convention: str = "full") -> 
     N = L * L
     nn1, nn2 = n_bonds(L, J2)
     return -(nn1 + J2 * nn2) / (4 * N * (N - 1))
-
-
-def v_score(
-    energy_per_site: float,
-    variance_per_site_sq: float,
-    n_sites: int,
-    e_inf_per_site: float = 0.0,
-) -> float:
-    """V-score ``N Var(H) / (<H> - E_inf)**2`` from per-site quantities.
-
-    With total quantities ``E = N e``, ``Var(H) = N**2 v`` and ``E_inf = N e_inf``
-    this is ``N v / (e - e_inf)**2``.
-
-    Args:
-        energy_per_site: ``e = <H> / N``.
-        variance_per_site_sq: ``v = Var(H) / N**2`` (the ``energy_variance`` of a
-            run's ``summary.json``).
-        n_sites: ``N``, the number of spins (the V-score's degrees of freedom).
-        e_inf_per_site: infinite-temperature energy per site, see
-            :func:`infinite_temperature_energy`.
-
-    """
-    return n_sites * variance_per_site_sq / (energy_per_site - e_inf_per_site) ** 2
 
 
 def exact_energy_moments(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vitnqs.config import RUN_COLUMNS, RunConfig
-from vitnqs.references import literature_reference
+from vitnqs.references import literature_reference, v_score
 from vitnqs.sweeps import in_sweep
 
 SUMMARY_FIELDS = (
@@ -60,11 +60,38 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
         rows.append(
             {**expected, "sweeps": settings["sweeps"], "run": Path(run_dir).name}
             | {f: summary[f] for f in SUMMARY_FIELDS}
-            | {"remedies": remedies(summary)}
+            | {"remedies": remedies(summary), "v_score": _v_score(summary)}
         )
         history = pd.read_csv(Path(run_dir) / "history.csv")
         histories.append(history.assign(**expected)[[*RUN_COLUMNS, *history.columns]])
     return pd.DataFrame(rows), pd.concat(histories, ignore_index=True)
+
+
+SYMMETRIZED_FIELDS = (
+    "energy", "energy_error", "energy_variance", "v_score", "rel_error", "plain_rel_error",
+    "plain_v_score", "n_ops", "samples", "eval_time_s", "eval_time_in_steps", "r_hat",
+)  # fmt: skip
+"""Fields of a run's ``symmetrized.json`` (:func:`vitnqs.symmetry.evaluate_symmetrized`)
+copied into ``symmetrized.csv``."""
+
+
+def _v_score(summary: dict) -> float:
+    """The plain network's V-score (E_inf = 0, the V-score benchmark's convention)."""
+    if summary.get("energy_variance") is None:
+        return math.nan
+    n_sites = summary["config"]["L"] ** 2
+    return v_score(summary["energy"], summary["energy_variance"], n_sites)
+
+
+def collect_symmetrized(sweeps: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
+    """One row per run: its settings and its symmetrized evaluation (``symmetrized.json``)."""
+    rows = []
+    for (_, settings), run_dir in zip(sweeps.iterrows(), run_dirs, strict=True):
+        result = json.loads((Path(run_dir) / "symmetrized.json").read_text())
+        rows.append(
+            {c: settings[c] for c in RUN_COLUMNS} | {f: result[f] for f in SYMMETRIZED_FIELDS}
+        )
+    return pd.DataFrame(rows)
 
 
 def remedies(summary: dict) -> str:
@@ -96,7 +123,12 @@ def _settings(row) -> str:
     return f"d {row.d}, h {row.heads}, M {row.samples}, {row.steps} steps"
 
 
-def table1(runs: pd.DataFrame, scale: str, step_times: pd.DataFrame | None = None) -> pd.DataFrame:
+def table1(
+    runs: pd.DataFrame,
+    scale: str,
+    step_times: pd.DataFrame | None = None,
+    symmetrized: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The reproduced Table 1 beside the paper's values and the reference energies.
 
     Rows are matched to the paper's by (L, J2, layers, attention): the paper's are 4-layer
@@ -108,6 +140,8 @@ def table1(runs: pd.DataFrame, scale: str, step_times: pd.DataFrame | None = Non
         runs: ``runs.csv`` as returned by :func:`collect`.
         scale: the preset that made the runs.
         step_times: ``step_times.csv`` (timed one run at a time), if available.
+        symmetrized: ``symmetrized.csv`` (beyond the paper: the networks projected on
+            the lattice symmetries, :func:`collect_symmetrized`), if available.
 
     Returns:
         One row per (L, layers, attention) of the ``table1`` sweep (first seed) and of
@@ -127,6 +161,14 @@ def table1(runs: pd.DataFrame, scale: str, step_times: pd.DataFrame | None = Non
     if step_times is not None:
         alone = step_times.rename(columns={"median_step_time_s": "step_time_s"})
         ours = ours.merge(alone[[*RUN_COLUMNS, "step_time_s"]], on=list(RUN_COLUMNS), how="left")
+    sym_columns = ["sym_energy", "sym_energy_error", "sym_rel_error", "sym_v_score"]
+    if symmetrized is not None:
+        sym = symmetrized.rename(columns={c[4:]: c for c in sym_columns})
+        ours = ours.merge(sym[[*RUN_COLUMNS, *sym_columns]], on=list(RUN_COLUMNS), how="left")
+    else:
+        ours = ours.assign(**{c: math.nan for c in sym_columns})
+    if "v_score" not in ours:
+        ours["v_score"] = math.nan
     paper = paper_table1().rename(
         columns={
             "energy_per_site": "paper_energy",
@@ -166,7 +208,8 @@ def table1(runs: pd.DataFrame, scale: str, step_times: pd.DataFrame | None = Non
         ["L", "J2", "layers", "attention", "settings", "steps", "samples",
          "energy", "energy_error", "rel_error", "reference_energy", "reference_uncertainty",
          "paper_energy", "paper_energy_error", "paper_rel_error", "difference_sigma",
-         "n_parameters", "paper_parameters", "time_h", "step_time_s", "paper_time_h", "device"]
+         "n_parameters", "paper_parameters", "time_h", "step_time_s", "paper_time_h", "device",
+         "v_score", "sym_energy", "sym_energy_error", "sym_rel_error", "sym_v_score"]
     ].reset_index(drop=True)  # fmt: skip
 
 
@@ -216,6 +259,10 @@ def table1_text(table: pd.DataFrame, fmt: str) -> str:
             "time (h)": optional("time_h", "{:.3g}"),
             "s/step (alone)": optional("step_time_s", "{:.3g}"),
             "paper time (h, A100)": optional("paper_time_h", "{:g}"),
+            "V-score": optional("v_score", "{:.2g}"),
+            "sym. energy": list(map(_energy, table.sym_energy, table.sym_energy_error)),
+            "sym. rel. error": optional("sym_rel_error", "{:.2e}"),
+            "sym. V-score": optional("sym_v_score", "{:.2g}"),
         }
     )
     notes = sorted(set(table.loc[off_scale, "settings"]))

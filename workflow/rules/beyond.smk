@@ -3,6 +3,7 @@
 # that finished runs gain it without rerunning; part of `all`. Symmetrized fine-tuning
 # (`snakemake beyond`) is a separate stage, not part of `all`.
 FINETUNE_STEPS = config.get("finetune_steps", 50)
+SYMMETRIZED_TABLE = f"{TABLES}/symmetrized.csv"
 
 
 def symmetrized_plan(wildcards):
@@ -90,3 +91,23 @@ rule finetuned_symmetrized:
 rule beyond:
     input:
         run_files("finetuned/symmetrized.json", "table1"),
+
+
+rule symmetrized_table:
+    input:
+        sweeps=f"{TABLES}/sweeps_table1.csv",
+        results=run_files("symmetrized.json", "table1"),
+    output:
+        report(
+            SYMMETRIZED_TABLE, caption="../report/symmetrized.rst", category="Tables"
+        ),
+    log:
+        f"{LOGS}/symmetrized_table.log",
+    localrule: True
+    conda:
+        CPU_ENV
+    params:
+        runs_dir=os.path.dirname(RUN_DIR),
+    shell:
+        "python -m vitnqs collect --sweeps {input.sweeps} --runs-dir {params.runs_dir}"
+        " --out-symmetrized {output} > {log} 2>&1"

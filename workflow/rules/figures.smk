@@ -22,6 +22,7 @@ rule fig3:
         runs=f"{TABLES}/runs_fig3.csv",
         step_times=f"{TABLES}/step_times.csv",
         table1=f"{TABLES}/table1.csv",
+        symmetrized=SYMMETRIZED_TABLE,
         code=PLOT_CODE,
     output:
         **figure_output("fig3"),
@@ -34,7 +35,8 @@ rule fig3:
         scale=SCALE,
     shell:
         "python -m vitnqs figure fig3 --runs {input.runs} --step-times {input.step_times}"
-        " --table1 {input.table1} --scale {params.scale} --out {output.pdf} > {log} 2>&1"
+        " --table1 {input.table1} --symmetrized {input.symmetrized}"
+        " --scale {params.scale} --out {output.pdf} > {log} 2>&1"
 
 
 rule fig4:

@@ -65,6 +65,7 @@ rule table1:
     input:
         runs=f"{TABLES}/runs_table1.csv",
         step_times=f"{TABLES}/step_times.csv",
+        symmetrized=SYMMETRIZED_TABLE,
     output:
         csv=report(
             f"{TABLES}/table1.csv",
@@ -83,7 +84,8 @@ rule table1:
         prefix=lambda wildcards, output: os.path.splitext(output.csv)[0],
     shell:
         "python -m vitnqs table1 --runs {input.runs} --step-times {input.step_times}"
-        " --scale {params.scale} --out {params.prefix} > {log} 2>&1"
+        " --symmetrized {input.symmetrized} --scale {params.scale} --out {params.prefix}"
+        " > {log} 2>&1"
 
 
 rule findings:
@@ -93,6 +95,7 @@ rule findings:
         dependence=f"{TABLES}/attention_dependence.csv",
         maps=f"{TABLES}/attention_maps.csv",
         step_times=f"{TABLES}/step_times.csv",
+        symmetrized=SYMMETRIZED_TABLE,
         code=FINDINGS_CODE,
     output:
         report(
@@ -110,7 +113,8 @@ rule findings:
     # printed too: the verdicts belong in the output of the run that made them
     shell:
         "python -m vitnqs findings --runs {input.runs} --dependence {input.dependence}"
-        " --maps {input.maps} --step-times {input.step_times} --scale {params.scale}"
+        " --maps {input.maps} --step-times {input.step_times}"
+        " --symmetrized {input.symmetrized} --scale {params.scale}"
         " --out {output} 2>&1 | tee {log}"
 
 
