@@ -308,13 +308,47 @@ def test_keep_going_sweep_then_complete_pipeline(cluster, copy_workflow, tmp_pat
     assert broken_states and set(broken_states) == {"FAILED"}, broken_states
     assert len(broken_states) == 3, broken_states  # 1 + 2 retries, none inside the job
     assert not _in_job_restarts(work, optimize)
-    assert all(  # step_times: where the runs run (with a GPU: opted in)
+    assert all(  # step_times, symmetrize: where the runs run (with a GPU: opted in)
         "gres/gpu" not in rows[j]["AllocTRES"]
         for j, (rule, _) in jobs.items()
-        if rule not in ("optimize", "step_times")
+        if rule not in ("optimize", "step_times", "symmetrize")
     )
     timing = [rows[j] for j, (rule, _) in jobs.items() if rule == "step_times"]
     assert all("gres/gpu=1" in r["AllocTRES"] for r in timing), timing
+
+
+def test_pilot_on_the_cluster(cluster, copy_workflow, tmp_path):
+    """snakemake pilot: one job per run where the run runs; pilot.csv sizes the sweep."""
+    from vitnqs.pilot import KEY_COLUMNS
+
+    work = copy_workflow(tmp_path / "pilot")
+    done, took = _run_profile(work, ["pilot"], *SMOKE_CONFIG, timeout=900)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, _tail(output)
+    with open(work / SMOKE_TABLES / "pilot.csv") as f:
+        rows = list(csv.DictReader(f))
+    runs = _runs({**CONFIG, "preset": "smoke"})
+    assert len(rows) == len(runs)
+    columns = {"sr_mode", "compile_s", "median_step_s", "peak_device_bytes", "peak_host_bytes",
+               "memory_estimate_bytes", "device_memory_bytes", "finite", "energy_drop_sigma",
+               "acceptance", "projected_hours", "request_minutes", "request_mem_mb", "verdict",
+               *KEY_COLUMNS}  # fmt: skip
+    assert columns <= set(rows[0]), set(rows[0]) ^ columns
+    assert all(row["finite"] == "True" and row["verdict"] for row in rows), rows
+    assert not (work / "results/runs").exists()  # the pilot never touches a run directory
+    jobs = _submissions(output)
+    pilots = [j for j, (rule, _) in jobs.items() if rule == "pilot_run"]
+    assert len(pilots) == len(runs), jobs
+    sacct = {r["JobID"]: r for r in _sacct_final(pilots)}
+    assert all(r["State"] == "COMPLETED" and "gres/gpu=1" in r["AllocTRES"] for r in sacct.values())
+    _print_sacct("[slurm] sacct rows of the pilot:", pilots)
+    print(f"\n[slurm] smoke pilot: {took:.0f} s")
+    # the sweep's plan now reads the measurements
+    planned = subprocess.run(
+        _profile_command(["all"], "-n", *SMOKE_CONFIG, timeout=300),
+        cwd=work, capture_output=True, text=True, env=_env(),
+    )  # fmt: skip
+    assert f"{len(runs)} row(s) size the jobs' requests" in planned.stderr, _tail(planned.stderr)
 
 
 # -- time limit, warning signal, resume ----------------------------------------------------
