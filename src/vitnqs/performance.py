@@ -39,7 +39,8 @@ PHASES = ("sampling", "local_energies", "jacobian", "kernel_solve", "update")
 
 * ``sampling``: one Metropolis sweep (``L*L`` proposals) of every chain;
 * ``local_energies``: ``E_loc`` of every sample (the network on all connected
-  configurations, padded to the operator's ``max_conn_size``);
+  configurations: padded to the operator's ``max_conn_size``, or in the ``compact``
+  mode only those with a non-zero element, :mod:`vitnqs.local_energy`);
 * ``jacobian``: the ``2M x P`` Jacobian of ``log psi`` (centred by NetKet in the
   ``explicit`` mode, uncentred in ``symmetric``; none in ``onthefly``);
 * ``kernel_solve``: the ``2M x 2M`` kernel ``O O^T``, its shifted Cholesky solve and
@@ -75,7 +76,8 @@ def phase_flops(
         forward: :func:`forward_flops`.
         samples: ``M``, Monte Carlo samples (= chains).
         n_sites: ``N = L^2``, Metropolis proposals per sweep.
-        max_conn: connected configurations per sample, as evaluated (padded).
+        max_conn: network evaluations per sample of the local energies, as evaluated
+            (padded: the operator's ``max_conn_size``; compact: samples plus slots).
         n_parameters: ``P``.
         mode: one of :data:`vitnqs.resources.SR_MODES`.
 
@@ -342,7 +344,8 @@ def measure_case(case: Case) -> dict[str, Any]:
         "case": dataclasses.asdict(case),
         "failed": runner.failed,
         "n_parameters": int(driver.state.n_parameters),
-        "max_conn": int(driver._ham.max_conn_size),
+        # network evaluations per sample of the driver's local energies
+        "max_conn": local_modes[f"configs_{case.local_energy}"] / case.samples,
         "seconds": median,
         "cpu_seconds": median_cpu,
         "driver_step_s": driver_step_s,
