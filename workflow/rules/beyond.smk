@@ -6,10 +6,6 @@ FINETUNE_STEPS = config.get("finetune_steps", 50)
 SYMMETRIZED_TABLE = f"{TABLES}/symmetrized.csv"
 
 
-def symmetrized_plan(wildcards):
-    return plan_symmetrized(run_config(wildcards), OPTIONS)
-
-
 rule symmetrize:
     input:
         summary=f"{RUN_DIR}/summary.json",
@@ -26,15 +22,18 @@ rule symmetrize:
     resources:
         **run_placement(min(RUN_GPUS, 1)),
         runtime=lambda wildcards, attempt: capped_minutes(attempt * 60),
-        mem_mb=lambda wildcards: int(1.2 * symmetrized_plan(wildcards).memory.total / 1e6),
+        mem_mb=lambda wildcards: int(
+            1.2 * symmetrized_plan(wildcards).memory.total / 1e6
+        ),
     params:
         samples=lambda wildcards: symmetrized_plan(wildcards).samples,
         chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
         xla=XLA_THREAD_FLAGS,
+        device=DEVICE_ARG,
     shell:
         'XLA_FLAGS="${{XLA_FLAGS:-}} {params.xla}" python -m vitnqs symmetrize'
         " --run-dir $(dirname {input.summary}) --samples {params.samples}"
-        " --chunk-size {params.chunk} {DEVICE_ARG} --out {output} > {log} 2>&1"
+        " --chunk-size {params.chunk} {params.device} --out {output} > {log} 2>&1"
 
 
 rule finetune:
@@ -46,22 +45,25 @@ rule finetune:
         params=f"{RUN_DIR}/finetuned/params.msgpack",
     log:
         "results/logs/finetune/{run}.log",
+    retries: 2  # resumes from its checkpoint
     conda:
         GPU_ENV
     threads: PRESET["threads"]
-    retries: 2  # resumes from its checkpoint
     resources:
         **run_placement(min(RUN_GPUS, 1)),
         runtime=lambda wildcards, attempt: capped_minutes(attempt * 120),
-        mem_mb=lambda wildcards: int(1.2 * symmetrized_plan(wildcards).memory.total / 1e6),
+        mem_mb=lambda wildcards: int(
+            1.2 * symmetrized_plan(wildcards).memory.total / 1e6
+        ),
     params:
         steps=FINETUNE_STEPS,
         chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
         xla=XLA_THREAD_FLAGS,
+        device=DEVICE_ARG,
     shell:
         'XLA_FLAGS="${{XLA_FLAGS:-}} {params.xla}" exec python -m vitnqs finetune'
         " --run-dir $(dirname {input.summary}) --steps {params.steps}"
-        " --chunk-size {params.chunk} {DEVICE_ARG} --out $(dirname {output.summary})"
+        " --chunk-size {params.chunk} {params.device} --out $(dirname {output.summary})"
         " > {log} 2>&1"
 
 
@@ -78,13 +80,16 @@ rule finetuned_symmetrized:
     resources:
         **run_placement(min(RUN_GPUS, 1)),
         runtime=lambda wildcards, attempt: capped_minutes(attempt * 60),
-        mem_mb=lambda wildcards: int(1.2 * symmetrized_plan(wildcards).memory.total / 1e6),
+        mem_mb=lambda wildcards: int(
+            1.2 * symmetrized_plan(wildcards).memory.total / 1e6
+        ),
     params:
         samples=lambda wildcards: symmetrized_plan(wildcards).samples,
         chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
+        device=DEVICE_ARG,
     shell:
         "python -m vitnqs symmetrize --run-dir $(dirname {input.summary})"
-        " --samples {params.samples} --chunk-size {params.chunk} {DEVICE_ARG}"
+        " --samples {params.samples} --chunk-size {params.chunk} {params.device}"
         " --out {output} > {log} 2>&1"
 
 
@@ -107,7 +112,10 @@ rule symmetrized_table:
     conda:
         CPU_ENV
     params:
-        runs_dir=os.path.dirname(RUN_DIR),
+        # the folder of the run directories, from the first run's result
+        runs_dir=lambda wildcards, input: os.path.dirname(
+            os.path.dirname(input.results[0])
+        ),
     shell:
         "python -m vitnqs collect --sweeps {input.sweeps} --runs-dir {params.runs_dir}"
         " --out-symmetrized {output} > {log} 2>&1"

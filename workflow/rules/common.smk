@@ -50,6 +50,7 @@ RUN_DIR = "results/runs/{run}"
 wildcard_constraints:
     run="[^/]+",  # a run directory's name; its fine-tuned stage lies below it
 
+
 # Each preset's own tables, figures, logs and benchmarks: the paper's at the top
 # (figures/, results/tables/), any other below its name (figures/quick/,
 # results/quick/tables/), so that no preset overwrites another's. Run directories (and
@@ -280,10 +281,17 @@ def optimize_retries_of_the_sweep():
 # Snakemake process that runs the rule and its shell too; they ignore SIGURG (by
 # default) but die from SIGUSR1, which kills the run before it checkpoints. With "B:"
 # only the batch shell gets it, dies, and the job ends at once.
+def symmetrized_plan(wildcards):
+    """The symmetrized evaluation's samples, chunk and memory (vitnqs.plan)."""
+    return plan_symmetrized(run_config(wildcards), OPTIONS)
+
+
 def pilot_minutes(wildcards, attempt):
     """Time of a pilot job: start-up and compilation, its steps at the run's rate."""
     config = run_config(wildcards)
-    seconds = step_seconds(config, OPTIONS.n_devices, PILOT.get(config)) * (PILOT_STEPS + 1)
+    seconds = step_seconds(config, OPTIONS.n_devices, PILOT.get(config)) * (
+        PILOT_STEPS + 1
+    )
     return capped_minutes(attempt * (1.5 * seconds / 60 + 10))
 
 
@@ -341,7 +349,9 @@ def timing_mem_mb(configs, chunk, sr_modes=("auto",)):
     if OPTIONS.device != "cpu":
         return TIMING_GPU_HOST_MB
     largest = max(
-        plan_run(c, replace(OPTIONS, chunk_size=chunk, sr_mode=mode, n_devices=1)).memory.total
+        plan_run(
+            c, replace(OPTIONS, chunk_size=chunk, sr_mode=mode, n_devices=1)
+        ).memory.total
         for c in configs
         for mode in sr_modes
     )
@@ -357,9 +367,7 @@ def step_times_runtime(wildcards, attempt):
     """Minutes of step_times: each timed run's steps (TIMED_STEPS and 2 to compile and
     warm up) at the runs' estimated rate on one device, 2 minutes of start-up each."""
     configs = timing_configs()
-    seconds = sum(
-        step_seconds(c, 1, PILOT.get(c)) * (TIMED_STEPS + 2) for c in configs
-    )
+    seconds = sum(step_seconds(c, 1, PILOT.get(c)) * (TIMED_STEPS + 2) for c in configs)
     return capped_minutes(attempt * (1.5 * seconds / 60 + 2 * len(configs) + 10))
 
 
