@@ -33,6 +33,20 @@ def test_patches_and_displacements_by_hand():
     assert table[8, 0] == 4  # patch (2,2) -> (0,0) is (+1, +1) on the periodic grid
 
 
+def test_displacements_on_the_two_by_two_grid_are_well_defined():
+    # L = 4, b = 2: on the periodic 2 x 2 patch grid +1 and -1 are one displacement, so
+    # the table is the group table of Z2 x Z2: symmetric, each of the n = 4 entries of p
+    # once per row and column. Nothing is shared or double counted (issue 16: the
+    # Decoupled L = 4 point is an optimization collapse, see docs/issue16_decoupled_L4.md)
+    table = displacement_index(2)
+    np.testing.assert_array_equal(table, [[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]])
+    np.testing.assert_array_equal(table, table.T)
+    for g in (2, 3, 5):
+        table = displacement_index(g)
+        for row in (*table, *table.T):
+            np.testing.assert_array_equal(np.sort(row), np.arange(g * g))
+
+
 def test_heisenberg_is_in_spin_units():
     # one bond: singlet -3/4 and triplet (m=0) +1/4 in the Sz=0 sector, by hand
     bond = heisenberg(nk.graph.Graph(edges=[(0, 1)]), [1.0]).to_dense()
