@@ -80,3 +80,10 @@ def test_errors_name_fields_and_the_command_line_adds_flags():
     assert str(caught.value) == "L/b: L=5 is not divisible by the patch size b=2"
     assert caught.value.flagged() == "--L/--b: L=5 is not divisible by the patch size b=2"
     assert ConfigError("reference_file", "x").flagged() == "--reference: x"
+
+
+def test_the_schema_defaults_are_the_packages():
+    from vitnqs.plan import PILOT_STEPS
+
+    schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]
+    assert schema["pilot_steps"]["default"] == PILOT_STEPS

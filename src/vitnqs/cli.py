@@ -74,13 +74,18 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         description="Train the ViT wave function by VMC + SR on the J1-J2 model. "
         "Rerunning with the same --out resumes from the last checkpoint.",
     )
-    run_fields = [f.name for f in dataclasses.fields(RunConfig)]
-    _add_dataclass_options(p, RunConfig, required=run_fields[:4])
-    _add_dataclass_options(p, RunOptions)
+    _add_run_options(p)
     p.add_argument("--reference", help=field_help(RunOptions)["reference_file"])
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_optimize)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """A run's settings (the first four required) and its execution options."""
+    run_fields = [f.name for f in dataclasses.fields(RunConfig)]
+    _add_dataclass_options(p, RunConfig, required=run_fields[:4])
+    _add_dataclass_options(p, RunOptions)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -106,21 +111,33 @@ def _config_and_options(args: argparse.Namespace) -> tuple[RunConfig, RunOptions
     return config, RunOptions(**given, progress=not args.quiet, reference_file=reference)
 
 
-def _optimize(args: argparse.Namespace) -> int:
-    from vitnqs.checkpoint import RunDirBusy, read_finished
-    from vitnqs.plan import MemoryRefused
+def _checked_run(args: argparse.Namespace) -> tuple[RunConfig, RunOptions] | int:
+    """The run and options of a command, validated, its devices configured.
 
+    Returns the exit code of bad input instead, with the message printed.
+    """
     config, options = _config_and_options(args)
     try:
         config.validate()
         options.validate(config)
     except FieldError as error:
-        print(f"vitnqs optimize: error: {error.flagged()}", file=sys.stderr)
+        print(f"vitnqs {args.command}: error: {error.flagged()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    devices.configure(options.device, options.n_devices)
+    return config, options
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from vitnqs.checkpoint import RunDirBusy, read_finished
+    from vitnqs.plan import MemoryRefused
+
+    checked = _checked_run(args)
+    if isinstance(checked, int):
+        return checked
+    config, options = checked
     # NetKet starts JAX's backends when imported, after which the platform and the
     # number of CPU devices are fixed: choose them first, and refuse a machine that
     # cannot run the run within seconds, before NetKet loads (a finished run needs none)
-    devices.configure(options.device, options.n_devices)
     try:
         with StopSignals() as signals:  # SIGTERM before summary.json is written: exit 75
             used = None
@@ -152,7 +169,7 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _add_pilot(sub: argparse._SubParsersAction) -> None:
-    from vitnqs.pilot import PILOT_STEPS
+    from vitnqs.plan import PILOT_STEPS
 
     p = sub.add_parser(
         "pilot",
@@ -161,9 +178,7 @@ def _add_pilot(sub: argparse._SubParsersAction) -> None:
         "compile it, time a few steps of its schedule and write one row of pilot.csv. "
         "Touches no run directory.",
     )
-    run_fields = [f.name for f in dataclasses.fields(RunConfig)]
-    _add_dataclass_options(p, RunConfig, required=run_fields[:4])
-    _add_dataclass_options(p, RunOptions)
+    _add_run_options(p)
     p.add_argument("--timed-steps", type=int, default=PILOT_STEPS, help="(%(default)s)")
     p.add_argument("--reference", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
@@ -174,16 +189,16 @@ def _add_pilot(sub: argparse._SubParsersAction) -> None:
 def _pilot(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    config, options = _config_and_options(args)
-    try:
-        config.validate()
-        options.validate(config)
-        if args.timed_steps < 1:
-            raise FieldError("timed_steps", f"must be >= 1 (got {args.timed_steps})")
-    except FieldError as error:
-        print(f"vitnqs pilot: error: {error.flagged()}", file=sys.stderr)
+    if args.timed_steps < 1:
+        print(
+            f"vitnqs pilot: error: --timed-steps: must be >= 1 (got {args.timed_steps})",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
-    devices.configure(options.device, options.n_devices)
+    checked = _checked_run(args)
+    if isinstance(checked, int):
+        return checked
+    config, options = checked
     try:
         devices.require_device(options.device, options.n_devices)
     except devices.DeviceError as error:

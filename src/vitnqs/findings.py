@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from vitnqs.config import ATTENTIONS
+from vitnqs.config import ATTENTIONS, RESULTS_VERSION
 from vitnqs.sweeps import in_sweep
 
 ACCURACY_BOUNDS = {0.0: 1e-2, 0.5: 3e-2}
@@ -41,6 +41,7 @@ INDEPENDENCE = "input independence emerges (Fig. 4)"
 IDENTITY_FIT = "softmax term ~ a I + c (Fig. 4 caption)"
 COST = "Factored is cheaper (Fig. 3, Table 1)"
 SYMMETRIZED = "beyond the paper: symmetrized network"
+STALE = "runs of the current code"
 
 
 def _result(passed: bool) -> str:
@@ -200,6 +201,25 @@ def symmetrized_rows(symmetrized: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
+def stale_rows(runs: pd.DataFrame) -> list[dict[str, str]]:
+    """Runs made by an older version of what a run computes: a failing row naming them."""
+    if "results_version" not in runs:
+        return []
+    stale = runs[runs["results_version"] < RESULTS_VERSION]
+    if stale.empty:
+        return []
+    names = ", ".join(
+        f"{NAMES[r.attention]} L={r.L} J2={r.J2:g} {r.layers} layer(s) seed {r.seed} "
+        f"(v{r.results_version})"
+        for r in stale.itertuples()
+    )
+    return [
+        {"claim": STALE, "case": f"{len(stale)} run(s)", "numbers": names, "result": "fail",
+         "criterion": f"every run made by results version {RESULTS_VERSION} (README: "
+         "'Results made by older code')"}
+    ]  # fmt: skip
+
+
 def findings(
     runs: pd.DataFrame,
     dependence: pd.DataFrame,
@@ -221,6 +241,7 @@ def findings(
 
     """
     rows = [
+        *stale_rows(runs),
         *accuracy_rows(runs),
         *independence_rows(dependence, maps),
         *cost_rows(step_times),

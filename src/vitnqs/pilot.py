@@ -23,10 +23,8 @@ import pandas as pd
 
 from vitnqs import measure
 from vitnqs.config import RESULTS_VERSION, RUN_COLUMNS, RunConfig, RunOptions
-from vitnqs.plan import job_memory_mb, runtime_minutes
+from vitnqs.plan import PILOT_STEPS, job_memory_mb, runtime_minutes
 
-PILOT_STEPS = 20
-"""Timed steps per run after the compiling one (the H200 run was flat from its second)."""
 MEMORY_RISK = 0.85
 """A peak above this share of the device's memory is a risk."""
 ESTIMATE_TOLERANCE = 0.15

@@ -24,6 +24,9 @@ from typing import Any
 from vitnqs import resources
 from vitnqs.config import FieldError, RunConfig, RunOptions
 
+PILOT_STEPS = 20
+"""Timed steps per run of the pilot after the compiling one (the H200 run was flat from
+its second; :mod:`vitnqs.pilot`)."""
 MEMORY_SOURCES = ("declared", "measured", "reported", "unknown")
 """Where a plan's device memory came from: ``gpu_memory_gb`` in the config, the pilot's
 measurement, the device at run time, or nowhere (the hungrier mode is planned)."""

@@ -61,6 +61,8 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
             {**expected, "sweeps": settings["sweeps"], "run": Path(run_dir).name}
             | {f: summary[f] for f in SUMMARY_FIELDS}
             | {"remedies": remedies(summary), "v_score": _v_score(summary)}
+            # runs made before the version was recorded are version 1
+            | {"results_version": summary.get("results_version", 1)}
         )
         history = pd.read_csv(Path(run_dir) / "history.csv")
         histories.append(history.assign(**expected)[[*RUN_COLUMNS, *history.columns]])

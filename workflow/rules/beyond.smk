@@ -2,7 +2,7 @@
 # lattice's symmetries, sampled afresh (energy, variance, V-score), its own job per run so
 # that finished runs gain it without rerunning; part of `all`. Symmetrized fine-tuning
 # (`snakemake beyond`) is a separate stage, not part of `all`.
-FINETUNE_STEPS = config.get("finetune_steps", 50)
+FINETUNE_STEPS = config["finetune_steps"]
 SYMMETRIZED_TABLE = f"{TABLES}/symmetrized.csv"
 
 

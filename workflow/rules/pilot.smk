@@ -1,7 +1,7 @@
 # The pilot (snakemake pilot): one short job per optimization run, at the run's full size,
 # where and as the run will run (its plan, partition, GPUs, memory), before the sweep
 # spends GPU-days. pilot.csv then sizes the optimization jobs' requests (common.smk).
-PILOT_STEPS = config.get("pilot_steps", 20)
+PILOT_STEPS = config["pilot_steps"]  # the schema's default: vitnqs.plan.PILOT_STEPS
 
 
 rule pilot_run:
