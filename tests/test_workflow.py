@@ -14,7 +14,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vitnqs.config import ConfigError
-from vitnqs.findings import ACCURACY, COST, IDENTITY_FIT, INDEPENDENCE, findings
+from vitnqs.findings import ACCURACY, COST, IDENTITY_FIT, INDEPENDENCE, SYMMETRIZED, findings
 from vitnqs.sweeps import runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -402,15 +402,20 @@ def test_smoke_pipeline_outputs(smoke):
     assert len(step_times) == 3 and (step_times.median_step_time_s > 0).all()
     assert table1.dropna(subset=["step_time_s"]).shape[0] == len(runs)
     found = pd.read_csv(tables / "findings.csv")
+    symmetrized = pd.read_csv(tables / "symmetrized.csv")
+    assert len(symmetrized) == 3 and (symmetrized.n_ops == 64).all()
+    assert symmetrized.energy.notna().all() and symmetrized.v_score.gt(0).all()
+    assert table1.dropna(subset=["energy"]).sym_energy.notna().all()
     recomputed = findings(
         pd.read_csv(tables / "runs_fig2.csv"),
         dependence,
         pd.read_csv(tables / "attention_maps.csv"),
         step_times,
+        symmetrized,
     )
     pd.testing.assert_frame_equal(found, recomputed)
     assert found.groupby("claim").size().to_dict() == {
-        ACCURACY: 1, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 1
+        ACCURACY: 1, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 1, SYMMETRIZED: 1
     }  # fmt: skip
     assert set(found.result) <= {"pass", "fail", "info"}
     assert found.iloc[0]["case"] in (smoke / "results/smoke/logs/findings.log").read_text()

@@ -82,7 +82,9 @@ def accuracy_rows(runs: pd.DataFrame) -> list[dict[str, str]]:
         means = [mean for mean, _ in stats.values()]
         ratio = max(means) / min(means)
         passed = ratio <= AGREEMENT_FACTOR and (bound is None or max(means) <= bound)
-        remedied = panel[panel.get("remedies", pd.Series("", panel.index)).fillna("") != ""]
+        # an empty CSV cell reads as NaN
+        remedies = panel["remedies"] if "remedies" in panel else pd.Series(None, panel.index)
+        remedied = panel[remedies.notna() & (remedies.astype(str) != "")]
         notes = "".join(
             f"; {NAMES[r.attention]} seed {r.seed} {r.remedies}" for r in remedied.itertuples()
         )
