@@ -138,8 +138,10 @@ def figure3(runs, step_times, table1, pdf: str | Path, scale: str, symmetrized=N
     left.set_title(f"$J_2={J2}$, $n_l={layers}$")
     device = ", ".join(sorted(set(step_times["device"].astype(str))))
     right.set_title(f"timed one run at a time on {device}", fontsize=7)
-    left.legend(fontsize=6)
-    fig.tight_layout()
+    # below the panels: inside, it would cover runs or the paper's markers
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower left", ncol=3, fontsize=6, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     save(fig, pdf, scale)
 
 
