@@ -1,5 +1,6 @@
 """Symmetrized ViT, ground-state sector, V-score and the evaluation of a finished run."""
 
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,7 @@ import netket as nk
 import numpy as np
 import pytest
 
+from vitnqs.config import RunConfig
 from vitnqs.geometry import translate
 from vitnqs.models import ATTENTIONS, ViT
 from vitnqs.physics import exact_ground_state_energy, hilbert_space, j1j2_hamiltonian
@@ -204,7 +206,8 @@ def test_load_run_restores_the_trained_network(tmp_path):
     model = _tiny_vit("decoupled")
     params = _params(model, L, seed=11)
     (tmp_path / "params.msgpack").write_bytes(flax.serialization.to_bytes(params))
-    config = {"attention": "decoupled", "L": L, "J2": 0.0, "layers": 1, "d": 8, "heads": 2, "b": 2}
+    # a run's summary holds every field of its RunConfig
+    config = dataclasses.asdict(RunConfig("decoupled", L, 0.0, 1, d=8, heads=2, b=2))
     (tmp_path / "summary.json").write_text(json.dumps({"config": config}))
     summary, loaded_model, loaded = load_run(tmp_path)
     sigma = _configs(L, 4, seed=12)

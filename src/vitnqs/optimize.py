@@ -45,7 +45,7 @@ from vitnqs.plan import RunPlan, plan_run
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
 from vitnqs.sr import KernelSR
-from vitnqs.stops import Diverged, Interrupted, StopSignals
+from vitnqs.stops import Diverged, Interrupted, StopSignals, signal_name
 
 HISTORY_COLUMNS = (
     "step",
@@ -257,13 +257,6 @@ class _Run:
                 f"{upper:.4f} (exploding state)"
             )
         return None
-
-
-def signal_name(signum: int) -> str:
-    """``SIGTERM`` for 15."""
-    import signal
-
-    return signal.Signals(signum).name
 
 
 def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:

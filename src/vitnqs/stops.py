@@ -40,6 +40,11 @@ class Diverged(RuntimeError):
     """The energy or the parameters left their bounds; the last good checkpoint is kept."""
 
 
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15."""
+    return signal.Signals(signum).name
+
+
 class StopSignals:
     """Signal handlers for the length of a run: stop at once, or at the next step.
 
@@ -64,7 +69,7 @@ class StopSignals:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.received = signum

@@ -36,6 +36,7 @@ from netket.jax import logsumexp_cplx
 from netket.utils import HashableArray
 
 from vitnqs import measure
+from vitnqs.config import RunConfig
 from vitnqs.geometry import site_index
 from vitnqs.models import ViT
 from vitnqs.physics import (
@@ -292,10 +293,10 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], ViT, Any]:
     """
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    c = summary["config"]
+    c = RunConfig.from_row(summary["config"])
     dtype = jnp.dtype(summary.get("options", {}).get("network_dtype", "float64"))
-    model = ViT(c["attention"], c["layers"], c["d"], c["heads"], c["b"], dtype=dtype)
-    dummy = jnp.ones((1, c["L"] ** 2), dtype=jnp.float64)
+    model = ViT(c.attention, c.layers, c.d, c.heads, c.b, dtype=dtype)
+    dummy = jnp.ones((1, c.n_sites), dtype=jnp.float64)
     template = model.init(jax.random.key(0), dummy)["params"]
     params = flax.serialization.from_bytes(template, (run_dir / "params.msgpack").read_bytes())
     return summary, model, params
