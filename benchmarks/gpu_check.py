@@ -1,4 +1,4 @@
-"""GPU check of the pipeline's code: devices, the pilot, a 30-step run, the phase table.
+"""GPU check of the pipeline's code: devices, the pilot, local energies, 30 steps, phases.
 
 Run by ``benchmarks/gpu_check.sh`` (which installs what the machine lacks); each
 section writes its files into ``--out`` as soon as they are done, so a run cut short by
@@ -11,6 +11,13 @@ budget):
 preset's runs: T5 and Decoupled at L = 6 (4 layers), the three attentions at L = 10,
 then the 1-layer runs; a row per run as it is measured (``pilot_<section>_*.csv``) and
 ``pilot_<section>.csv`` with the verdicts;
+``localenergy``: ``localenergy_phases.csv`` and ``.md``: ``python -m vitnqs benchmark`` at
+   L = 6 (paper model and preset: J2 = 0.5, samples and chunk size, Factored and T5) with
+   the compact and the padded local energies as the driver's, a case each (every case
+   also times both modes on the same samples and gives the waste), then a
+   ``jax.profiler`` trace of both modes on the same samples in ``trace_localenergy/``
+   with the wall time of each call and the largest ops (kernels on a GPU) of each mode
+   in ``trace_localenergy/summary.txt``;
 ``run30``: ``run30.csv``: 31 steps (0-30) at the paper preset's settings on 6 x 6 (J2 = 0.5,
    Factored, 4 layers), energy, relative error and acceptance printed every 5 steps;
    the check: everything finite and E(30) below E(0) by more than 10 error bars;
@@ -25,9 +32,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import math
+import os
 import platform
+import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -150,6 +161,43 @@ def run30(out: Path, toy: bool) -> bool:
     return passed
 
 
+def default_sr_mode(out: Path, s: dict, L: int, layers: int) -> str:
+    """The SR mode a T5 run at ``L`` picks with the preset settings ``s`` on this device.
+
+    The device memory is section ``env``'s (``env.json`` in ``out``): JAX in this (parent)
+    process would take the GPU's memory away from the benchmark's child processes.
+    Without ``env.json`` (``env`` not run) it is taken as 16 GB, and said so.
+    """
+    from vitnqs.config import RunConfig, RunOptions
+    from vitnqs.plan import plan_run
+
+    try:
+        env = json.loads((out / "env.json").read_text())
+    except (OSError, ValueError):
+        print(f"no env.json in {out} (run section env first): device memory taken as 16 GB",
+              flush=True)  # fmt: skip
+        env = {}
+    memory = (env.get("device_memory_gb") or 16) * 1e9
+    config = RunConfig("t5", L, 0.5, layers, d=s["d"], heads=s["heads"], samples=s["samples"])
+    return plan_run(config, RunOptions(chunk_size=s["chunk_size"]), reported_bytes=memory).sr_mode
+
+
+def run_child(command: list[str], timeout: float) -> int | None:
+    """Run ``command``, and the processes it starts, for at most ``timeout`` seconds.
+
+    Returns its exit status, or ``None`` if it was stopped at the timeout: its process
+    group is killed, so that a benchmark's case process does not outlive it (and keep
+    the GPU's memory).
+    """
+    child = subprocess.Popen(command, start_new_session=True)
+    try:
+        return child.wait(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        return None
+
+
 def phases(out: Path, toy: bool, deadline: float) -> None:
     """Section 3: the phase table, most important cases first, until the deadline."""
     s = preset_settings("smoke" if toy else "paper")
@@ -158,18 +206,8 @@ def phases(out: Path, toy: bool, deadline: float) -> None:
         common += ["--chunk-size", str(s["chunk_size"])]
     if toy:
         common += ["--d", "8", "--heads", "2", "--layers", "1", "--attention", "factored"]
-    from vitnqs.config import RunConfig, RunOptions
-    from vitnqs.plan import plan_run
-
-    # the device memory from section 1: JAX in this (parent) process would take the
-    # GPU's memory away from the benchmark's child processes
-    env = json.loads((out / "env.json").read_text())
-    memory = (env["device_memory_gb"] or 16) * 1e9
-    largest = RunConfig("t5", 4 if toy else 10, 0.5, 1 if toy else 4, d=s["d"], heads=s["heads"],
-                        samples=s["samples"])  # fmt: skip
-    default = plan_run(
-        largest, RunOptions(chunk_size=s["chunk_size"]), reported_bytes=memory
-    ).sr_mode
+    # the mode the largest run (T5 at L = 10) picks
+    default = default_sr_mode(out, s, 4 if toy else 10, 1 if toy else 4)
     others = [mode for mode in ("explicit", "symmetric", "onthefly") if mode != default]
     small = ["--L", "4"] if toy else ["--L", "6"]
     # most important first: the default mode at L = 6 (with the other modes on the
@@ -275,6 +313,209 @@ def pilot_section(name: str, out: Path, toy: bool, deadline: float) -> int:
     return 1 if failed else 0  # a run skipped or stopped for time is said, not failed
 
 
+LOCALENERGY_MINUTES = 6.0
+"""Section localenergy's own time guard on a GPU: four benchmark cases at L = 6 (about a
+minute each with compilation, issue 15), then the trace; the toy takes half."""
+TRACE_MINUTES = 2.0
+"""Time kept for the trace at the end of section localenergy (the toy: a quarter)."""
+TRACE_CALLS = 3
+"""Traced calls of each local-energy mode (after one compiling call)."""
+TRACE_ATTENTION = "t5"
+"""The attention of the traced model (the costlier one; the benchmark has both)."""
+
+
+def localenergy(out: Path, toy: bool, device: str, deadline: float) -> int:
+    """Section localenergy: both local-energy modes in the phase table, then a trace.
+
+    The benchmark (its cases in child processes) may run until ``TRACE_MINUTES`` before
+    ``deadline``; the trace runs in its own child (``--section localenergy``) until
+    ``deadline``. Neither starts with less than a minute (the toy: 20 s) left, and each is
+    stopped at its time. Returns 1 if one of them failed (not if skipped or stopped for
+    time: that is said).
+    """
+    s = preset_settings("smoke" if toy else "paper")
+    L, layers = (4, 1) if toy else (6, 4)
+    reserve = 60 * TRACE_MINUTES * (0.25 if toy else 1)
+    least = 20 if toy else 60
+    failed = 0
+    left = deadline - reserve - time.perf_counter()
+    if left < least:
+        print(f"localenergy benchmark: skipped, {left:.0f} s left", flush=True)
+    else:
+        section("localenergy: the phase table with compact and padded local energies")
+        command = [
+            sys.executable, "-m", "vitnqs", "benchmark", "--L", str(L), "--J2", "0.5",
+            "--samples", str(s["samples"]), "--steps", "1" if toy else "3",
+            *(["--chunk-size", str(s["chunk_size"])] if s["chunk_size"] else []),
+            "--d", str(s["d"]), "--heads", str(s["heads"]), "--layers", str(layers),
+            "--attention", "factored", *([] if toy else ["t5"]),
+            "--sr-modes", default_sr_mode(out, s, L, layers),
+            "--local-energies", "compact", "padded", "--no-driver-step", "--device", device,
+            "--max-minutes", f"{max(left / 60 - 1.5, 0.1):.1f}",
+            "--out", str(out / "localenergy_phases.csv"),
+            "--markdown", str(out / "localenergy_phases.md"),
+        ]  # fmt: skip
+        print(" ".join(command[1:]), flush=True)
+        code = run_child(command, left)
+        if code is None:
+            print("localenergy benchmark: stopped at its time (the cases done are written)",
+                  flush=True)  # fmt: skip
+        elif code:
+            print(f"localenergy benchmark: FAILED (exit {code})", flush=True)
+            failed = 1
+    left = deadline - time.perf_counter()
+    if left < least:
+        print(f"localenergy trace: skipped, {left:.0f} s left", flush=True)
+        return failed
+    section("localenergy: profiler trace of both modes on the same samples")
+    child = [sys.executable, __file__, "--section", "localenergy", "--device", device,
+             "--out", str(out)]  # fmt: skip
+    code = run_child(child, left)
+    if code is None:
+        print("localenergy trace: stopped at the section's deadline", flush=True)
+    elif code:
+        print(f"localenergy trace: FAILED (exit {code})", flush=True)
+        failed = 1
+    return failed
+
+
+def trace_local_energies(out: Path, toy: bool) -> None:
+    """Child of section localenergy: a ``jax.profiler`` trace of both local-energy modes.
+
+    The T5 model and samples of the section's benchmark (one sweep of the chains from
+    their start): after one compiling call of each mode, ``TRACE_CALLS`` calls of each,
+    alternating, inside the trace (``trace_localenergy/`` in ``out``), each in a
+    ``TraceAnnotation`` named after its mode. Writes and prints
+    ``trace_localenergy/summary.txt``: the wall times, and the three largest ops (on a
+    GPU: kernels) of each mode by their total time in the trace.
+    """
+    import jax
+
+    from vitnqs import measure, performance
+
+    s = preset_settings("smoke" if toy else "paper")
+    L, layers = (4, 1) if toy else (6, 4)
+    case = performance.Case(
+        attention=TRACE_ATTENTION, L=L, sr_modes=("auto",), samples=s["samples"],
+        chunk_size=s["chunk_size"], layers=layers, d=s["d"], heads=s["heads"], b=s["b"],
+    )  # fmt: skip
+    driver = performance.case_driver(case)
+    driver.state.sample()
+    calls = performance.local_energy_calls(driver.state, case.L, case.J2)
+    first = {mode: measure.timed(call).wall_s for mode, call in calls.items()}  # compiles
+    folder = out / "trace_localenergy"
+    times: dict[str, list[float]] = {mode: [] for mode in calls}
+    with jax.profiler.trace(str(folder)):
+        for _ in range(TRACE_CALLS):
+            for mode, call in calls.items():  # alternating, as vitnqs.local_energy measures
+                with jax.profiler.TraceAnnotation(f"local_energies_{mode}"):
+                    times[mode].append(measure.timed(call).wall_s)
+    lines = [
+        f"local energies of {case.attention} L={L} J2={case.J2:g} d={case.d} h={case.heads} "
+        f"{layers} layers, {case.samples} samples, chunk {case.chunk_size}, on "
+        f"{jax.devices()[0]}; trace in {folder}",
+    ]
+    for mode, seconds in times.items():
+        lines.append(f"{mode}: first call (compiles) {first[mode]:.3g} s; traced calls "
+                     + " ".join(f"{t:.3g}" for t in seconds) + " s")  # fmt: skip
+    ratio = statistics.median(times["padded"]) / statistics.median(times["compact"])
+    lines.append(f"padded / compact (medians of the traced calls): {ratio:.2f}")
+    xplanes = sorted(folder.glob("plugins/profile/*/*.xplane.pb"), key=lambda f: f.stat().st_mtime)
+    if xplanes:
+        lines += trace_ops(xplanes[-1], [f"local_energies_{mode}" for mode in calls])
+    else:
+        lines.append(f"no .xplane.pb under {folder}")
+    viewers = [name for name in ("xprof", "tensorboard_plugin_profile")
+               if importlib.util.find_spec(name)]  # fmt: skip
+    lines.append(
+        f"read the trace: xprof --logdir {folder} (pip install xprof), or tensorboard "
+        f"--logdir {folder} with tensorboard-plugin-profile, or a .trace.json.gz beside "
+        "the .xplane.pb, where written, in https://ui.perfetto.dev; importable here: "
+        + (", ".join(viewers) if viewers else "neither xprof nor tensorboard_plugin_profile")
+    )
+    text = "\n".join(lines) + "\n"
+    (folder / "summary.txt").write_text(text)
+    print(text, end="", flush=True)
+
+
+TOP_OPS = 3
+"""Ops listed per local-energy mode in the trace's summary."""
+
+
+def trace_ops(path: Path, annotations: list[str]) -> list[str]:
+    """The largest ops of a ``jax.profiler`` trace within each annotation, as text lines.
+
+    Read with ``jax.profiler.ProfileData`` (part of jaxlib: no further package). Ops are
+    the events on the device planes' streams (GPU kernels and copies) or, without a
+    device plane (CPU), the host events of XLA ops (those with an ``hlo_op`` stat), each
+    counted by its own time without the ops nested in it; an op belongs to the
+    annotation whose time span holds its start. Lines: per annotation, its total op time
+    and the ``TOP_OPS`` largest ops by total time (calls, share of the op time, the HLO
+    op where it differs from the name).
+    """
+    import jax
+
+    profile = jax.profiler.ProfileData.from_file(str(path))
+    planes = list(profile.planes)
+    spans = {name: [] for name in annotations}
+    ops = []  # [start_ns, name, own time ns, stats]
+
+    def self_times(events) -> list[list]:
+        events = sorted(events, key=lambda e: (e.start_ns, -e.duration_ns))
+        result, stack = [], []
+        for event in events:
+            while stack and stack[-1][0] <= event.start_ns:
+                stack.pop()
+            entry = [event.start_ns, event.name, event.duration_ns, dict(event.stats)]
+            if stack:
+                stack[-1][1][2] -= event.duration_ns
+            stack.append((event.end_ns, entry))
+            result.append(entry)
+        return result
+
+    device = {p.name for p in planes if p.name.startswith("/device:") and "CPU" not in p.name}
+    for plane in planes:
+        lines = list(plane.lines)
+        streams = any(line.name.startswith("Stream") for line in lines)
+        for line in lines:
+            events = list(line.events)
+            for event in events:
+                if event.name in spans:
+                    spans[event.name].append((event.start_ns, event.end_ns))
+            if plane.name in device:
+                if streams and not line.name.startswith("Stream"):
+                    continue  # a line derived from the streams' kernels (XLA Ops, Steps)
+                ops += self_times(events)
+            elif not device and plane.name.startswith("/host"):
+                ops += self_times(e for e in events if any(k == "hlo_op" for k, _ in e.stats))
+    where = "device kernels" if device else "host XLA ops"
+    lines = [f"largest {where} in the trace ({path.name}), own time without nested ops:"]
+    if not ops:
+        return [*lines, "  no ops found"]
+    groups = {name: ([o for o in ops if any(a <= o[0] <= b for a, b in windows)], len(windows))
+              for name, windows in spans.items()}  # fmt: skip
+    if not any(mine for mine, _ in groups.values()):  # clocks apart, say: all ops together
+        lines.append(f"  no ops within the annotations {', '.join(spans)}")
+        groups = {"all ops of the trace": (ops, sum(calls for _, calls in groups.values()))}
+    for name, (mine, calls) in groups.items():
+        if not mine:
+            lines.append(f"  {name}: no ops within its annotation")
+            continue
+        total = sum(o[2] for o in mine)
+        by_name: dict[str, list[float]] = {}
+        hlo: dict[str, str] = {}
+        for _, op, own, stats in mine:
+            by_name.setdefault(op, []).append(own)
+            hlo.setdefault(op, str(stats.get("hlo_op", op)))
+        largest = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:TOP_OPS]
+        lines.append(f"  {name}: {total / 1e6:.3g} ms of ops in {calls} calls")
+        for op, owns in largest:
+            note = "" if hlo[op] == op else f" (hlo_op {hlo[op]})"
+            lines.append(f"    {sum(owns) / 1e6:9.3f} ms {100 * sum(owns) / total:5.1f}% "
+                         f"{len(owns):6d}x  {op[:90]}{note}")  # fmt: skip
+    return lines
+
+
 def main() -> int:
     """Run the sections (each in its own process: a JAX process keeps its GPU memory)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -283,7 +524,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=8.5, help="time budget of the check")
     parser.add_argument(
         "--sections",
-        default="env,pilot6,pilot10,pilot1,run30,phases",
+        default="env,pilot6,pilot10,pilot1,localenergy,run30,phases",
         help="which sections to run, in order, each with its own time guard (%(default)s); "
         "1, 2 and 3 are the old names of env, run30 and phases",
     )
@@ -294,6 +535,14 @@ def main() -> int:
     toy = args.device == "cpu"
     if args.section == "1":
         environment(out, args.device)
+        return 0
+    if args.section == "localenergy":
+        from vitnqs import devices
+
+        devices.configure(args.device)  # the toy: the CPU even where a GPU is visible
+        t = time.perf_counter()
+        trace_local_energies(out, toy)
+        print(f"the trace took {time.perf_counter() - t:.0f} s", flush=True)
         return 0
     if args.section == "2":
         t = time.perf_counter()
@@ -317,6 +566,11 @@ def main() -> int:
         if name == "phases":
             section("phase table")
             phases(out, toy, deadline)
+        elif name == "localenergy":
+            t = section("local energies: compact and padded" + (" (toy size)" if toy else ""))
+            guard = time.perf_counter() + 60 * LOCALENERGY_MINUTES * (0.5 if toy else 1)
+            status = status or localenergy(out, toy, args.device, min(deadline, guard))
+            print(f"section localenergy took {time.perf_counter() - t:.0f} s", flush=True)
         elif name in PILOT_SECTIONS:
             section(PILOT_SECTIONS[name][0] + (" (toy size)" if toy else ""))
             guard = time.perf_counter() + 60 * SECTION_MINUTES[name] * (0.5 if toy else 1)
@@ -331,8 +585,8 @@ def main() -> int:
                 return code  # no GPU: nothing else can run
             status = status or code
         else:
-            print(f"unknown section {name!r}; known: env, {', '.join(PILOT_SECTIONS)}, run30, "
-                  "phases", flush=True)  # fmt: skip
+            print(f"unknown section {name!r}; known: env, {', '.join(PILOT_SECTIONS)}, "
+                  "localenergy, run30, phases", flush=True)  # fmt: skip
             return 2
     print(f"\ngpu_check done in {time.perf_counter() - start:.0f} s", flush=True)
     return status

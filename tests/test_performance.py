@@ -92,6 +92,19 @@ def test_measure_rows():
     assert (table.matmul_gflops > 0).all()
 
 
+def test_local_energy_calls_agree_on_the_same_samples():
+    case = performance.Case(attention="factored", L=4, sr_modes=("auto",), samples=16,
+                            chunk_size=8, layers=1, d=4, heads=2)  # fmt: skip
+    driver = performance.case_driver(case)
+    driver.state.sample()
+    calls = performance.local_energy_calls(driver.state, case.L, case.J2)
+    assert set(calls) == {"compact", "padded"}
+    compact, padded = calls["compact"](), calls["padded"]()
+    assert compact.shape == padded.shape and compact.size == 16
+    np.testing.assert_allclose(compact, padded, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(calls["compact"](), compact)  # no resampling
+
+
 def test_no_recompilation_between_steps(tmp_path, caplog):
     """After the first steps, an optimization step compiles nothing."""
     config = RunConfig(**{**TINY.__dict__, "steps": 7})

@@ -302,8 +302,8 @@ def _mib(size: int | None) -> float | None:
     return None if size is None else size / 2**20
 
 
-def measure_case(case: Case) -> dict[str, Any]:
-    """Time ``case.steps`` SR steps phase by phase after one warm-up step (in-process)."""
+def case_driver(case: Case):
+    """The SR driver of a case, built as a run builds it (its first SR mode, may be ``auto``)."""
     from vitnqs.optimize import build_driver
 
     config = RunConfig(
@@ -314,8 +314,35 @@ def measure_case(case: Case) -> dict[str, Any]:
         chunk_size=case.chunk_size, sr_mode=case.sr_modes[0],
         network_dtype=case.network_dtype, local_energy=case.local_energy, progress=False,
     )  # fmt: skip
+    return build_driver(config, options, plan_run(config, options))
+
+
+def local_energy_calls(vstate, L: int, J2: float) -> dict[str, Callable[[], jax.Array]]:
+    """One call per local-energy mode on the state's current samples, for timing or tracing.
+
+    Sample the chain first (``vstate.sample()``); the calls do not resample. Each call
+    returns the local energies of all samples (shaped as the samples without their
+    sites), computed to the end (``block_until_ready``), as the driver's
+    ``vstate.local_estimators`` computes them with the J1-J2 Hamiltonian of that mode
+    (:func:`vitnqs.physics.j1j2_hamiltonian`): ``compact`` (only the non-zero
+    connections, with its host read of the slot count, :mod:`vitnqs.local_energy`)
+    and ``padded`` (NetKet's ``max_conn_size`` per sample). The first call of each
+    compiles.
+    """
+    from vitnqs.physics import j1j2_hamiltonian
+
+    def call(operator) -> Callable[[], jax.Array]:
+        return lambda: jax.block_until_ready(vstate.local_estimators(operator).data)
+
+    return {
+        mode: call(j1j2_hamiltonian(L, J2, local_energy=mode)) for mode in ("compact", "padded")
+    }
+
+
+def measure_case(case: Case) -> dict[str, Any]:
+    """Time ``case.steps`` SR steps phase by phase after one warm-up step (in-process)."""
     clock = measure.Stopwatch()
-    driver = build_driver(config, options, plan_run(config, options))
+    driver = case_driver(case)
     runner = PhaseRunner(driver, case.sr_modes)
     warmup = runner.step()[0]
     compile_s = clock.stop()
