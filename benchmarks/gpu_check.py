@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -433,6 +434,10 @@ def trace_local_energies(out: Path, toy: bool) -> None:
         "the .xplane.pb, where written, in https://ui.perfetto.dev; importable here: "
         + (", ".join(viewers) if viewers else "neither xprof nor tensorboard_plugin_profile")
     )
+    # one archive beside the folder: the trace's own files lie four folders deep, and a
+    # lent machine returns files at most two folders below its output folder
+    archive = shutil.make_archive(str(out / "trace_localenergy"), "gztar", folder)
+    lines.append(f"the whole trace folder also in {archive}")
     text = "\n".join(lines) + "\n"
     (folder / "summary.txt").write_text(text)
     print(text, end="", flush=True)
