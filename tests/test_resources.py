@@ -9,9 +9,15 @@ import pytest
 from vitnqs import resources
 from vitnqs.config import ATTENTIONS, RunConfig, RunOptions, n_parameters
 from vitnqs.models import ViT
-from vitnqs.optimize import build_driver, optimize
+from vitnqs.optimize import EVAL_CHAIN_LENGTH, build_driver, optimize
 from vitnqs.physics import j1j2_hamiltonian
-from vitnqs.plan import MemoryRefused, plan_run
+from vitnqs.plan import (
+    SYMMETRIZED_SAMPLES_PER_CHAIN,
+    MemoryRefused,
+    plan_run,
+    plan_symmetrized,
+    symmetrized_samples,
+)
 from vitnqs.sr import jacobian, symmetric_gram
 
 TINY = RunConfig("factored", 4, 0.0, 1, d=8, heads=2, samples=32, steps=2)
@@ -103,3 +109,18 @@ def test_the_run_records_the_plan_the_workflow_requests(tmp_path):
     assert summary["sr_mode"] == plan.sr_mode == summary["plan"]["sr_mode"]
     assert summary["memory_estimate_bytes"] == plan.memory.total
     assert summary["plan"]["memory_source"] == "declared"
+
+
+def test_symmetrized_plan_samples_as_the_plain_final_evaluation():
+    """By default 4 M samples from the run's M chains, as ``optimize``'s final evaluation."""
+    assert SYMMETRIZED_SAMPLES_PER_CHAIN == EVAL_CHAIN_LENGTH
+    plan = plan_symmetrized(TINY, RunOptions())
+    assert plan.samples == EVAL_CHAIN_LENGTH * TINY.samples == 128 and plan.n_ops == 64
+    # no run chunk: one chunk of the samples' 64 network evaluations each
+    assert plan.chunk_size == 2 and plan.samples % plan.chunk_size == 0
+    # the memory follows the samples; --samples overrides them, rounded to whole chains
+    small = plan_symmetrized(TINY, RunOptions(), samples=30)
+    assert small.samples == 32 and small.memory.total < plan.memory.total
+    assert symmetrized_samples(TINY.samples) == 128 and symmetrized_samples(None, 5) == 8
+    with pytest.raises(ValueError, match="samples"):
+        symmetrized_samples(None)

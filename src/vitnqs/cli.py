@@ -248,7 +248,12 @@ def _add_symmetrize(sub: argparse._SubParsersAction) -> None:
         "lattice symmetries (beyond the paper)",
     )
     p.add_argument("--run-dir", required=True, help="a finished run directory")
-    p.add_argument("--samples", type=int, required=True, help="samples of the projected state")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="samples of the projected state (default: 4 x the run's, from its M chains, as "
+        "the plain network's final evaluation)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed (%(default)s)")
     p.add_argument("--chunk-size", type=int, help="configurations per network chunk")
     _add_device(p)

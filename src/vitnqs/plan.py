@@ -218,7 +218,29 @@ def job_memory_mb(
 
 # -- the symmetrized evaluation (beyond the paper: vitnqs.symmetry) ----------------------
 SYMMETRIZED_SAMPLES_PER_CHAIN = 4
-"""Kept samples per chain of the symmetrized evaluation (``vitnqs symmetrize``)."""
+"""Kept samples per chain of the symmetrized evaluation (``vitnqs symmetrize``): as the
+plain network's final evaluation (``vitnqs.optimize.EVAL_CHAIN_LENGTH``), so that by
+default both use the run's ``M`` chains and ``4 M`` samples."""
+
+
+def symmetrized_samples(run_samples: int | None, samples: int | None = None) -> int:
+    """Samples of the symmetrized evaluation, a whole number of chains.
+
+    Args:
+        run_samples: the run's samples per step ``M`` (needed without ``samples``).
+        samples: asked for; default ``SYMMETRIZED_SAMPLES_PER_CHAIN * M`` (``M`` chains,
+            as many samples as the plain network's final evaluation). Rounded up to a
+            multiple of :data:`SYMMETRIZED_SAMPLES_PER_CHAIN`.
+
+    """
+    per_chain = SYMMETRIZED_SAMPLES_PER_CHAIN
+    if samples is None:
+        if run_samples is None:
+            raise ValueError("samples not given and the run's samples not known")
+        return per_chain * run_samples
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be positive")
+    return -(-samples // per_chain) * per_chain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +248,8 @@ class SymmetrizedPlan:
     """How the symmetrized evaluation of a finished run executes."""
 
     samples: int
-    """Samples of the projected state: the run's, rounded up to whole chains."""
+    """Samples of the projected state (:func:`symmetrized_samples`): by default
+    ``4 M`` from the run's ``M`` chains, as in the plain network's final evaluation."""
     chunk_size: int
     """Samples per network chunk: each costs :attr:`n_ops` evaluations of the network,
     so the run's chunk is divided by them (a divisor of :attr:`samples`)."""
@@ -244,11 +267,11 @@ def plan_symmetrized(
     Args:
         config: the finished run.
         options: how its job executes (the run's chunk size).
-        samples: samples of the projected state (default: the run's).
+        samples: samples of the projected state (default: :func:`symmetrized_samples`,
+            ``4 M``).
 
     """
-    per_chain = SYMMETRIZED_SAMPLES_PER_CHAIN
-    samples = -(-(samples or config.samples) // per_chain) * per_chain
+    samples = symmetrized_samples(config.samples, samples)
     n_ops = 2 * 8 * config.b**2
     target = max(1, (options.chunk_size or samples) // n_ops)
     chunk = max(d for d in range(1, target + 1) if samples % d == 0)

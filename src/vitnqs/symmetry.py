@@ -45,6 +45,7 @@ from vitnqs.physics import (
     j1j2_hamiltonian,
     square_lattice,
 )
+from vitnqs.plan import SYMMETRIZED_SAMPLES_PER_CHAIN, symmetrized_samples
 from vitnqs.references import reference_energy, relative_error, v_score
 
 POINT_GROUP = (
@@ -63,12 +64,16 @@ E_INF_CONVENTIONS = ("full", "sz0")
 """``full``: ``Tr(H)/dim`` over the whole spin space (0, the V-score table's convention);
 ``sz0``: the same trace over the ``Sz = 0`` sector the states live in."""
 
-EVAL_SAMPLES_PER_CHAIN = 4
-"""Samples kept per Markov chain in :func:`evaluate_symmetrized`."""
+WARM_START_SWEEPS = 64
+"""Sweeps of the plain network that thermalize the chains before the symmetrized network
+takes them over (:func:`warm_started_state`). A plain sweep costs about ``1 / n_ops`` of
+a symmetrized one (``n_ops = 64`` for ``b = 2``): all of them cost about one
+symmetrized sweep."""
 
-EVAL_DISCARD = 16
-"""Sweeps discarded per chain before the kept samples in :func:`evaluate_symmetrized`
-(the chains start from random configurations, not from the plain run's samples)."""
+EVAL_DISCARD = 8
+"""Sweeps of the symmetrized network discarded per chain after the warm start, before
+the kept samples of :func:`evaluate_symmetrized` (and before the first fine-tuning step
+of :func:`finetune_symmetrized`)."""
 
 
 def lattice_permutation(L: int, matrix, shift=(0, 0)) -> np.ndarray:
@@ -302,30 +307,108 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], ViT, Any]:
     return summary, model, params
 
 
+def plain_thermalized_configurations(
+    model: nn.Module, params: Any, L: int, n_chains: int, sweeps: int, key: jax.Array
+) -> jax.Array:
+    """Last configurations of ``n_chains`` exchange-sampler chains of the plain network.
+
+    The chains start from random ``Sz = 0`` configurations (NetKet's initial state of
+    :func:`~vitnqs.physics.exchange_sampler` for ``key``) and run ``sweeps`` sweeps
+    on ``|psi|**2`` of ``model`` itself.
+
+    Returns:
+        Array ``(n_chains, L*L)``, the sampler state's ``σ`` after the sweeps.
+
+    """
+    sampler = exchange_sampler(L, n_chains=n_chains)
+    variables = {"params": params}
+    state = sampler.init_state(model, variables, seed=key)
+    state = sampler.reset(model, variables, state)  # log |psi|^2 of the random starts
+    if sweeps > 0:
+        _, state = sampler.sample(model, variables, state=state, chain_length=sweeps)
+    return state.σ
+
+
+def warm_started_state(
+    model: nn.Module,
+    params: Any,
+    L: int,
+    n_chains: int,
+    seed: int,
+    *,
+    n_samples: int,
+    n_discard_per_chain: int,
+    chunk_size: int | None = None,
+    warm_start_sweeps: int = WARM_START_SWEEPS,
+) -> nk.vqs.MCState:
+    """Sampled state of the symmetrized network, its chains thermalized on the plain one.
+
+    ``jax.random.key(seed)`` is split in two: the first key runs
+    :func:`plain_thermalized_configurations` (``warm_start_sweeps`` sweeps of the plain
+    network, ``n_ops`` times cheaper than sweeps of the symmetrized one), the second
+    seeds the symmetrized state's sampler, whose chains then start from those
+    configurations. The exchange sampler keeps its chains on :meth:`reset`
+    (``reset_chains=False``), so :meth:`~netket.vqs.MCState.sample` continues them; it
+    first discards ``n_discard_per_chain`` sweeps of the symmetrized network.
+
+    Args:
+        model: the plain network (patch-translation invariant).
+        params: its ``params`` collection.
+        L: linear lattice size.
+        n_chains: Markov chains.
+        seed: seed of both samplers.
+        n_samples: samples per :meth:`~netket.vqs.MCState.sample`.
+        n_discard_per_chain: symmetrized sweeps discarded before each sampling.
+        chunk_size: configurations per chunk of the symmetrized network's evaluations.
+        warm_start_sweeps: plain sweeps; 0 starts from random configurations.
+
+    """
+    warm_key, key = jax.random.split(jax.random.key(seed))
+    sigma = plain_thermalized_configurations(
+        model, params, L, n_chains, warm_start_sweeps, warm_key
+    )
+    vstate = nk.vqs.MCState(
+        exchange_sampler(L, n_chains=n_chains),
+        symmetrize(model, L),
+        n_samples=n_samples,
+        n_discard_per_chain=n_discard_per_chain,
+        chunk_size=chunk_size,
+        variables={"params": {"module": params}},
+        sampler_seed=key,
+    )
+    vstate.sampler_state = vstate.sampler_state.replace(σ=sigma)
+    return vstate
+
+
 def evaluate_symmetrized(
     run_dir: str | Path,
-    samples: int,
-    seed: int,
+    samples: int | None = None,
+    seed: int = 0,
     chunk_size: int | None = None,
     *,
-    samples_per_chain: int = EVAL_SAMPLES_PER_CHAIN,
     n_discard_per_chain: int = EVAL_DISCARD,
+    warm_start_sweeps: int = WARM_START_SWEEPS,
     e_inf_convention: str = "full",
 ) -> dict[str, Any]:
     """Monte Carlo energy of the symmetrized trained ViT of a finished run.
 
     The trained network is wrapped in :func:`symmetrize` (patch cosets, trivial
-    characters, spin parity +1) and sampled afresh with the exchange sampler:
-    ``samples // samples_per_chain`` chains, ``n_discard_per_chain`` discarded sweeps.
+    characters, spin parity +1) and sampled afresh with the exchange sampler, as the
+    plain network's final evaluation: :data:`~vitnqs.plan.SYMMETRIZED_SAMPLES_PER_CHAIN`
+    samples per chain, by default from the run's ``M`` chains (``4 M`` samples). The
+    chains are first thermalized on the plain network (:func:`warm_started_state`,
+    ``warm_start_sweeps`` sweeps), then ``n_discard_per_chain`` sweeps of the
+    symmetrized network are discarded.
 
     Args:
         run_dir: directory with ``summary.json`` and ``params.msgpack``.
-        samples: number of kept samples (a multiple of ``samples_per_chain``).
-        seed: seed of the sampler.
+        samples: number of kept samples, rounded up to whole chains
+            (:func:`vitnqs.plan.symmetrized_samples`); default 4 times the run's.
+        seed: seed of the samplers.
         chunk_size: configurations per network evaluation chunk (each costs
             ``8 b**2 * 2`` network evaluations); ``None`` for no chunking.
-        samples_per_chain: kept samples per chain.
-        n_discard_per_chain: discarded sweeps per chain.
+        n_discard_per_chain: symmetrized sweeps discarded per chain.
+        warm_start_sweeps: plain sweeps before them (0: random starting configurations).
         e_inf_convention: see :func:`infinite_temperature_energy`.
 
     Returns:
@@ -334,32 +417,24 @@ def evaluate_symmetrized(
         ``plain_energy_error``, ``plain_energy_variance``, ``plain_v_score`` (from
         ``summary.json``); ``reference_energy``, ``rel_error``, ``plain_rel_error``
         (NaN without a reference); ``e_inf``, ``e_inf_convention``, ``n_ops``,
-        ``samples``, ``n_chains``, ``n_discard_per_chain``, ``seed``, ``eval_time_s``
-        (wall time including compilation), ``median_step_time_s`` and
+        ``samples``, ``n_chains``, ``samples_per_chain``, ``warm_start_sweeps``,
+        ``n_discard_per_chain``, ``seed``, ``eval_time_s`` (wall time including
+        compilation and the warm start), ``median_step_time_s`` and
         ``eval_time_in_steps`` (``eval_time_s`` over the plain run's median step time;
         NaN if unknown).
 
     """
-    if samples < 1 or samples % samples_per_chain:
-        raise ValueError(
-            f"samples={samples} must be a positive multiple of samples_per_chain="
-            f"{samples_per_chain}"
-        )
     clock = measure.Stopwatch()
     summary, model, params = load_run(run_dir)
     c = summary["config"]
     L, J2, n_sites = c["L"], c["J2"], c["L"] ** 2
-    sym_model = symmetrize(model, L)
-    n_chains = samples // samples_per_chain
-    vstate = nk.vqs.MCState(
-        exchange_sampler(L, n_chains=n_chains),
-        sym_model,
-        n_samples=samples,
-        n_discard_per_chain=n_discard_per_chain,
-        chunk_size=chunk_size,
-        variables={"params": {"module": params}},
-        sampler_seed=jax.random.key(seed),
-    )
+    samples = symmetrized_samples(c.get("samples"), samples)
+    n_chains = samples // SYMMETRIZED_SAMPLES_PER_CHAIN
+    vstate = warm_started_state(
+        model, params, L, n_chains, seed,
+        n_samples=samples, n_discard_per_chain=n_discard_per_chain, chunk_size=chunk_size,
+        warm_start_sweeps=warm_start_sweeps,
+    )  # fmt: skip
     stats = vstate.expect(j1j2_hamiltonian(L, J2))
     energy = float(np.real(stats.mean)) / n_sites
     error = float(stats.error_of_mean) / n_sites
@@ -391,9 +466,11 @@ def evaluate_symmetrized(
         "plain_rel_error": relative_error(summary["energy"], reference),
         "e_inf": e_inf,
         "e_inf_convention": e_inf_convention,
-        "n_ops": 2 * len(np.asarray(sym_model.permutations)),
+        "n_ops": 2 * len(np.asarray(vstate.model.permutations)),
         "samples": samples,
         "n_chains": n_chains,
+        "samples_per_chain": SYMMETRIZED_SAMPLES_PER_CHAIN,
+        "warm_start_sweeps": warm_start_sweeps,
         "n_discard_per_chain": n_discard_per_chain,
         "seed": seed,
         "eval_time_s": elapsed,
@@ -466,6 +543,7 @@ def finetune_symmetrized(
     chunk_size: int | None = None,
     checkpoint_every: int = 10,
     n_thermalize: int = EVAL_DISCARD,
+    warm_start_sweeps: int = WARM_START_SWEEPS,
 ) -> dict[str, Any]:
     """A few SR steps on the symmetrized network, starting from a run's trained parameters.
 
@@ -484,15 +562,19 @@ def finetune_symmetrized(
         samples: samples per step (one per chain, as in the run); default the run's.
         lr: constant learning rate (small: the start is already optimized).
         diag_shift: SR diagonal shift; default the run's.
-        seed: seed of the sampler.
+        seed: seed of the samplers.
         chunk_size: configurations per network evaluation chunk.
         checkpoint_every: steps between checkpoints.
-        n_thermalize: sweeps discarded before the first step (the chains start random).
+        n_thermalize: symmetrized sweeps discarded before the first step.
+        warm_start_sweeps: plain sweeps before them (:func:`warm_started_state`; 0:
+            the chains start random).
 
     Returns:
         The ``finetune`` entry: settings, ``history`` (per step ``energy``,
-        ``energy_error``, ``energy_variance``, per site), ``steps_done`` and
-        ``time_s`` (wall time over all calls).
+        ``energy_error``, ``energy_variance``, per site), ``steps_done``, ``time_s``
+        (wall time over all calls) and ``thermalization`` (``warm_start_sweeps`` and
+        ``n_thermalize`` of the call that took the first step; ``None`` for a
+        checkpoint written before they were recorded).
 
     """
     import optax  # only needed here
@@ -524,15 +606,15 @@ def finetune_symmetrized(
         elapsed_before = 0.0 if payload is None else float(payload["elapsed"])
         clock = measure.Stopwatch()
 
-        vstate = nk.vqs.MCState(
-            exchange_sampler(L, n_chains=settings["samples"]),
-            symmetrize(model, L),
-            n_samples=settings["samples"],
-            n_discard_per_chain=n_thermalize,
-            chunk_size=chunk_size,
-            variables={"params": {"module": params}},
-            sampler_seed=jax.random.key(seed),
-        )
+        if payload is None:
+            thermalization = {"warm_start_sweeps": warm_start_sweeps, "n_thermalize": n_thermalize}
+        else:  # the checkpoint's chains replace the new ones: no warm start
+            thermalization = payload.get("thermalization")
+        vstate = warm_started_state(
+            model, params, L, settings["samples"], seed,
+            n_samples=settings["samples"], n_discard_per_chain=n_thermalize,
+            chunk_size=chunk_size, warm_start_sweeps=warm_start_sweeps if payload is None else 0,
+        )  # fmt: skip
         driver = nk.driver.VMC_SR(
             j1j2_hamiltonian(L, J2),
             optax.sgd(lr),
@@ -553,6 +635,7 @@ def finetune_symmetrized(
                     "driver": flax.serialization.to_bytes(driver),
                     "history": {str(i): row for i, row in enumerate(history)},
                     "elapsed": elapsed_before + clock.stop(),
+                    "thermalization": thermalization,
                 },
             )
 
@@ -577,6 +660,7 @@ def finetune_symmetrized(
             "steps_done": int(driver.step_count),
             "history": history,
             "time_s": elapsed_before + clock.stop(),
+            "thermalization": thermalization,
         }
         checkpoint.write_atomic(
             out / "params.msgpack",
