@@ -17,6 +17,7 @@ from vitnqs.geometry import translate
 from vitnqs.models import ATTENTIONS, ViT
 from vitnqs.physics import exact_ground_state_energy, hilbert_space, j1j2_hamiltonian
 from vitnqs.symmetry import (
+    EVAL_DISCARD,
     SymmetrizedWF,
     evaluate_symmetrized,
     exact_energy_moments,
@@ -204,7 +205,7 @@ def test_monte_carlo_symmetrized_energy_agrees_with_full_sum(tmp_path):
     )
     assert result["n_ops"] == 64 and result["eval_time_in_steps"] > 0
     assert result["n_chains"] == 256 and result["samples_per_chain"] == 4
-    assert result["warm_start_sweeps"] == 64 and result["n_discard_per_chain"] == 8
+    assert result["warm_start_sweeps"] == 64 and result["n_discard_per_chain"] == EVAL_DISCARD
 
 
 def test_symmetrized_chains_start_from_the_plain_networks_thermalized_ones():

@@ -70,10 +70,13 @@ takes them over (:func:`warm_started_state`). A plain sweep costs about ``1 / n_
 a symmetrized one (``n_ops = 64`` for ``b = 2``): all of them cost about one
 symmetrized sweep."""
 
-EVAL_DISCARD = 8
+EVAL_DISCARD = 2
 """Sweeps of the symmetrized network discarded per chain after the warm start, before
 the kept samples of :func:`evaluate_symmetrized` (and before the first fine-tuning step
-of :func:`finetune_symmetrized`)."""
+of :func:`finetune_symmetrized`). Few suffice: the plain and the symmetrized
+distributions are close (total variation 0.08 on a trained 4 x 4 run, where keeping the
+plain network's samples unchanged would bias the energy by +1.9e-4, a seventh of the
+error bar of 512 samples), and each of these sweeps costs ``n_ops`` plain ones."""
 
 
 def lattice_permutation(L: int, matrix, shift=(0, 0)) -> np.ndarray:
