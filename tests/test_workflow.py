@@ -405,6 +405,9 @@ def test_smoke_pipeline_outputs(smoke):
     symmetrized = pd.read_csv(tables / "symmetrized.csv")
     assert len(symmetrized) == 3 and (symmetrized.n_ops == 64).all()
     assert symmetrized.energy.notna().all() and symmetrized.v_score.gt(0).all()
+    # the evaluation's own samples (4 M, as the plain final evaluation) beside the run's M,
+    # which Table 1 joins on
+    assert (symmetrized.eval_samples == 4 * symmetrized.samples).all()
     assert table1.dropna(subset=["energy"]).sym_energy.notna().all()
     recomputed = findings(
         pd.read_csv(tables / "runs_fig2.csv"),

@@ -69,12 +69,15 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
     return pd.DataFrame(rows), pd.concat(histories, ignore_index=True)
 
 
-SYMMETRIZED_FIELDS = (
-    "energy", "energy_error", "energy_variance", "v_score", "rel_error", "plain_rel_error",
-    "plain_v_score", "n_ops", "samples", "eval_time_s", "eval_time_in_steps", "r_hat",
-)  # fmt: skip
+SYMMETRIZED_FIELDS = {
+    **{field: field for field in (
+        "energy", "energy_error", "energy_variance", "v_score", "rel_error", "plain_rel_error",
+        "plain_v_score", "n_ops", "eval_time_s", "eval_time_in_steps", "r_hat",
+    )},
+    "samples": "eval_samples",  # not the run's M, a run column the tables join on
+}  # fmt: skip
 """Fields of a run's ``symmetrized.json`` (:func:`vitnqs.symmetry.evaluate_symmetrized`)
-copied into ``symmetrized.csv``."""
+copied into ``symmetrized.csv``, and their columns there."""
 
 
 def _v_score(summary: dict) -> float:
@@ -91,7 +94,8 @@ def collect_symmetrized(sweeps: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFr
     for (_, settings), run_dir in zip(sweeps.iterrows(), run_dirs, strict=True):
         result = json.loads((Path(run_dir) / "symmetrized.json").read_text())
         rows.append(
-            {c: settings[c] for c in RUN_COLUMNS} | {f: result[f] for f in SYMMETRIZED_FIELDS}
+            {c: settings[c] for c in RUN_COLUMNS}
+            | {column: result[field] for field, column in SYMMETRIZED_FIELDS.items()}
         )
     return pd.DataFrame(rows)
 
