@@ -80,15 +80,15 @@ def test_cross_field_rules_name_the_field():
 def test_gpus_and_gpu_memory_are_checked_before_anything_runs():
     with pytest.raises(
         ConfigError,
-        match=r"presets.quick.sweeps.fig2: samples/gpus_per_run: 256 samples do not split "
+        match=r"presets.quick.sweeps.fig2: samples/gpus_per_run: 128 samples do not split "
         r"evenly over 3 devices",
     ):
         runs_table(_config(gpus_per_run=3))
     with pytest.raises(
-        ConfigError, match=r"presets.quick.sweeps.fig2: chunk_size: 96 does not divide the 128"
+        ConfigError, match=r"presets.quick.sweeps.fig2: chunk_size: 48 does not divide the 64"
     ):
-        runs_table(_config(**{"gpus_per_run": 2, "presets.quick.chunk_size": 96}))
-    runs_table(_config(gpus_per_run=4))  # 64 samples per GPU, in one chunk: fine
+        runs_table(_config(**{"gpus_per_run": 2, "presets.quick.chunk_size": 48}))
+    runs_table(_config(gpus_per_run=4))  # 32 samples per GPU, in one chunk: fine
     # the paper's L = 10, 4-layer runs: about 35 GB with the Jacobian in memory (sr_mode
     # auto takes it on 80 GB), 19.1 GB on the fly with the compact local energies' bound
     # on the activations (taken on 24 GB, too much for 16 GB)
