@@ -12,7 +12,6 @@ from vitnqs.models import ViT
 from vitnqs.optimize import EVAL_CHAIN_LENGTH, build_driver, optimize
 from vitnqs.physics import j1j2_hamiltonian
 from vitnqs.plan import (
-    SYMMETRIZED_SAMPLES_PER_CHAIN,
     MemoryRefused,
     plan_run,
     plan_symmetrized,
@@ -113,7 +112,6 @@ def test_the_run_records_the_plan_the_workflow_requests(tmp_path):
 
 def test_symmetrized_plan_samples_as_the_plain_final_evaluation():
     """By default 4 M samples from the run's M chains, as ``optimize``'s final evaluation."""
-    assert SYMMETRIZED_SAMPLES_PER_CHAIN == EVAL_CHAIN_LENGTH
     plan = plan_symmetrized(TINY, RunOptions())
     assert plan.samples == EVAL_CHAIN_LENGTH * TINY.samples == 128 and plan.n_ops == 64
     # no run chunk: one chunk of the samples' 64 network evaluations each

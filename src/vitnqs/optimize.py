@@ -41,7 +41,7 @@ from vitnqs.checkpoint import check_same_run, read_finished
 from vitnqs.config import RESULTS_VERSION, ConfigError, RunConfig, RunOptions
 from vitnqs.models import ViT
 from vitnqs.physics import energy_bounds, exchange_sampler, j1j2_hamiltonian
-from vitnqs.plan import RunPlan, plan_run
+from vitnqs.plan import EVAL_CHAIN_LENGTH, RunPlan, plan_run
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
 from vitnqs.sr import KernelSR
@@ -63,8 +63,6 @@ per site ``E_loc / N`` (S.S units), relative error to the reference, acceptance,
 split-R-hat over an exponential window of past steps (empty when NetKet gives none),
 learning rate and wall time of the step in seconds."""
 
-EVAL_CHAIN_LENGTH = 4
-"""Final evaluation: this many fresh samples per chain, i.e. 4 x ``samples`` in total."""
 EVAL_DISCARD = 4
 """Sweeps discarded per chain before the final evaluation."""
 DIVERGENCES = "divergences.json"

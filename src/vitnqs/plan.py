@@ -217,10 +217,10 @@ def job_memory_mb(
 
 
 # -- the symmetrized evaluation (beyond the paper: vitnqs.symmetry) ----------------------
-SYMMETRIZED_SAMPLES_PER_CHAIN = 4
-"""Kept samples per chain of the symmetrized evaluation (``vitnqs symmetrize``): as the
-plain network's final evaluation (``vitnqs.optimize.EVAL_CHAIN_LENGTH``), so that by
-default both use the run's ``M`` chains and ``4 M`` samples."""
+EVAL_CHAIN_LENGTH = 4
+"""Fresh samples kept per chain in a final evaluation: the plain network's
+(``vitnqs.optimize``, from the run's ``M`` chains) and the symmetrized one's
+(``vitnqs symmetrize``), so that by default both use ``4 M`` samples."""
 
 
 def symmetrized_samples(run_samples: int | None, samples: int | None = None) -> int:
@@ -228,12 +228,12 @@ def symmetrized_samples(run_samples: int | None, samples: int | None = None) -> 
 
     Args:
         run_samples: the run's samples per step ``M`` (needed without ``samples``).
-        samples: asked for; default ``SYMMETRIZED_SAMPLES_PER_CHAIN * M`` (``M`` chains,
+        samples: asked for; default ``EVAL_CHAIN_LENGTH * M`` (``M`` chains,
             as many samples as the plain network's final evaluation). Rounded up to a
-            multiple of :data:`SYMMETRIZED_SAMPLES_PER_CHAIN`.
+            multiple of :data:`EVAL_CHAIN_LENGTH`.
 
     """
-    per_chain = SYMMETRIZED_SAMPLES_PER_CHAIN
+    per_chain = EVAL_CHAIN_LENGTH
     if samples is None:
         if run_samples is None:
             raise ValueError("samples not given and the run's samples not known")

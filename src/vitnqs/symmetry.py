@@ -45,7 +45,7 @@ from vitnqs.physics import (
     j1j2_hamiltonian,
     square_lattice,
 )
-from vitnqs.plan import SYMMETRIZED_SAMPLES_PER_CHAIN, symmetrized_samples
+from vitnqs.plan import EVAL_CHAIN_LENGTH, symmetrized_samples
 from vitnqs.references import reference_energy, relative_error, v_score
 
 POINT_GROUP = (
@@ -397,7 +397,7 @@ def evaluate_symmetrized(
 
     The trained network is wrapped in :func:`symmetrize` (patch cosets, trivial
     characters, spin parity +1) and sampled afresh with the exchange sampler, as the
-    plain network's final evaluation: :data:`~vitnqs.plan.SYMMETRIZED_SAMPLES_PER_CHAIN`
+    plain network's final evaluation: :data:`~vitnqs.plan.EVAL_CHAIN_LENGTH`
     samples per chain, by default from the run's ``M`` chains (``4 M`` samples). The
     chains are first thermalized on the plain network (:func:`warm_started_state`,
     ``warm_start_sweeps`` sweeps), then ``n_discard_per_chain`` sweeps of the
@@ -432,7 +432,7 @@ def evaluate_symmetrized(
     c = summary["config"]
     L, J2, n_sites = c["L"], c["J2"], c["L"] ** 2
     samples = symmetrized_samples(c.get("samples"), samples)
-    n_chains = samples // SYMMETRIZED_SAMPLES_PER_CHAIN
+    n_chains = samples // EVAL_CHAIN_LENGTH
     vstate = warm_started_state(
         model, params, L, n_chains, seed,
         n_samples=samples, n_discard_per_chain=n_discard_per_chain, chunk_size=chunk_size,
@@ -472,7 +472,7 @@ def evaluate_symmetrized(
         "n_ops": 2 * len(np.asarray(vstate.model.permutations)),
         "samples": samples,
         "n_chains": n_chains,
-        "samples_per_chain": SYMMETRIZED_SAMPLES_PER_CHAIN,
+        "samples_per_chain": EVAL_CHAIN_LENGTH,
         "warm_start_sweeps": warm_start_sweeps,
         "n_discard_per_chain": n_discard_per_chain,
         "seed": seed,
