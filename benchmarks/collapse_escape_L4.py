@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from vitnqs.physics import exchange_sampler, j1j2_hamiltonian
-from vitnqs.symmetry import load_run
+from vitnqs.rundir import load_run
 
 E0 = -0.5286202
 

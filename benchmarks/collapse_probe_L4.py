@@ -22,7 +22,7 @@ import numpy as np
 import vitnqs.optimize
 from vitnqs.config import RunConfig, RunOptions
 from vitnqs.physics import hilbert_space, j1j2_hamiltonian
-from vitnqs.symmetry import load_run
+from vitnqs.rundir import load_run
 
 E0 = -0.5286202  # per site, ED at J2 = 0.5
 

@@ -103,7 +103,7 @@ def run30(out: Path, toy: bool) -> bool:
 
     from vitnqs import measure
     from vitnqs.config import RunConfig, RunOptions
-    from vitnqs.optimize import build_driver
+    from vitnqs.loop import build_driver
     from vitnqs.plan import plan_run
     from vitnqs.references import reference_energy, relative_error
 

@@ -12,6 +12,7 @@ import pytest
 from vitnqs import checkpoint, devices
 from vitnqs.config import ConfigError, RunConfig, RunOptions
 from vitnqs.optimize import optimize
+from vitnqs.rundir import LOCK
 from vitnqs.stops import EXIT_BAD_SETUP, EXIT_BUSY
 
 TINY = RunConfig(
@@ -163,14 +164,14 @@ def test_second_process_on_a_locked_run_dir_stops_at_once(tmp_path):
     checkpoint.save_checkpoint(run, {"step": 3, "note": "the first process's"})
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
     with checkpoint.lock_run_dir(run):  # this process is the first writer
-        holder = (run / checkpoint.LOCK).read_text()
+        holder = (run / LOCK).read_text()
         done, took = _cli(*TINY_ARGS, "--device", "cpu", "--out", run, env=_env())
         after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
     assert done.returncode == EXIT_BUSY, done.stderr
     assert f"{run} is in use by another process ({holder.strip()})" in done.stderr
     assert "touches nothing" in done.stderr
-    assert after == {**before, checkpoint.LOCK: after[checkpoint.LOCK]}
-    assert after[checkpoint.LOCK][0] == holder.encode()
+    assert after == {**before, LOCK: after[LOCK]}
+    assert after[LOCK][0] == holder.encode()
     print(f"\n[devices] second process on a locked run directory exited after {took:.1f} s")
 
 
@@ -178,4 +179,4 @@ def test_the_lock_is_released_when_its_holder_exits(tmp_path):
     with checkpoint.lock_run_dir(tmp_path):
         pass
     with checkpoint.lock_run_dir(tmp_path):  # free again
-        assert "pid" in (tmp_path / checkpoint.LOCK).read_text()
+        assert "pid" in (tmp_path / LOCK).read_text()

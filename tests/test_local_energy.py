@@ -137,7 +137,7 @@ def _history(attention, J2, mode, steps=20, chunk_size=None):
         seed=1,
         sampler_seed=2,
     )
-    # as vitnqs.optimize.build_driver does
+    # as vitnqs.loop.build_driver does
     driver = nk.driver.VMC_SR(
         j1j2_hamiltonian(4, J2, local_energy=mode),
         optax.sgd(optax.cosine_decay_schedule(0.03, steps)),

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitnqs import checkpoint
+from vitnqs import checkpoint, files
 from vitnqs.cli import main
 from vitnqs.config import ConfigError, RunConfig, RunOptions
-from vitnqs.optimize import DIVERGENCES, HISTORY_COLUMNS, _Run, optimize
+from vitnqs.optimize import _Run, optimize
+from vitnqs.rundir import CHECKPOINT, DIVERGENCES, HISTORY_COLUMNS, PREVIOUS_CHECKPOINT
 from vitnqs.stops import EXIT_INTERRUPTED, Diverged, Interrupted
 
 TINY = RunConfig(
@@ -49,8 +50,8 @@ def _interrupt_at(monkeypatch, step_to_signal, signum=signal.SIGTERM):
     """Send a real signal to this process at the end of the given step."""
     original = _Run.step_end
 
-    def step_end(self, step, log_data, driver):
-        original(self, step, log_data, driver)
+    def step_end(self, step, log_data, driver, seconds):
+        original(self, step, log_data, driver, seconds)
         if step == step_to_signal:
             os.kill(os.getpid(), signum)
 
@@ -106,7 +107,7 @@ def test_resume_after_sigterm_matches_uninterrupted_run(uninterrupted, tmp_path,
     with pytest.raises(Interrupted, match="SIGTERM"):
         optimize(TINY, tmp_path, EVERY2)
     assert len(_history(tmp_path)) == 5 and not (tmp_path / "summary.json").exists()
-    assert checkpoint.read_checkpoint(tmp_path / checkpoint.CURRENT)["step"] == 5
+    assert checkpoint.read_checkpoint(tmp_path / CHECKPOINT)["step"] == 5
     # Snakemake deletes the outputs of a failed (interrupted) job
     for output in ("init_params.msgpack", "history.csv"):
         (tmp_path / output).unlink()
@@ -124,7 +125,7 @@ def test_corrupt_checkpoint_is_set_aside_and_the_previous_one_used(
     with pytest.raises(Interrupted, match="SIGURG"):
         optimize(TINY, tmp_path, EVERY2)
     monkeypatch.undo()
-    current = tmp_path / checkpoint.CURRENT
+    current = tmp_path / CHECKPOINT
     current.write_bytes(current.read_bytes()[:-100])  # truncated, as by a crash mid-write
     optimize(TINY, tmp_path, EVERY2)
     err = capsys.readouterr().err
@@ -136,12 +137,12 @@ def test_corrupt_checkpoint_is_set_aside_and_the_previous_one_used(
 def test_non_finite_parameters_stop_the_run_and_keep_the_last_checkpoint(tmp_path, monkeypatch):
     original = _Run.step_end
 
-    def poison(self, step, log_data, driver):
+    def poison(self, step, log_data, driver, seconds):
         if step == 5:
             driver.state.parameters = jax.tree_util.tree_map(
                 lambda a: a * np.nan, driver.state.parameters
             )
-        original(self, step, log_data, driver)
+        original(self, step, log_data, driver, seconds)
 
     monkeypatch.setattr(_Run, "step_end", poison)
     with pytest.raises(Diverged, match="step 5: the parameters became non-finite after the update"):
@@ -155,10 +156,10 @@ def test_non_finite_parameters_stop_the_run_and_keep_the_last_checkpoint(tmp_pat
 def test_exploding_energy_stops_the_run(tmp_path, monkeypatch):
     original = _Run.step_end
 
-    def explode(self, step, log_data, driver):
+    def explode(self, step, log_data, driver, seconds):
         if step == 3:  # a mean far below -3/4 per bond: a broken estimate
             log_data["Energy"] = log_data["Energy"].replace(mean=-50.0 * TINY.n_sites)
-        original(self, step, log_data, driver)
+        original(self, step, log_data, driver, seconds)
 
     monkeypatch.setattr(_Run, "step_end", explode)
     with pytest.raises(
@@ -237,10 +238,10 @@ def _set_energy_at(monkeypatch, step_to_change, per_site):
     """Make the energy of one step read ``per_site`` (the divergence guard's input)."""
     original = _Run.step_end
 
-    def change(self, step, log_data, driver):
+    def change(self, step, log_data, driver, seconds):
         if step == step_to_change:
             log_data["Energy"] = log_data["Energy"].replace(mean=per_site * TINY.n_sites)
-        original(self, step, log_data, driver)
+        original(self, step, log_data, driver, seconds)
 
     monkeypatch.setattr(_Run, "step_end", change)
 
@@ -297,7 +298,7 @@ def test_no_readable_checkpoint_says_the_run_starts_over(tmp_path, monkeypatch, 
     with pytest.raises(Interrupted):
         optimize(TINY, tmp_path, EVERY2)
     monkeypatch.undo()
-    for name in (checkpoint.CURRENT, checkpoint.PREVIOUS):
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
         (tmp_path / name).write_bytes(b"garbage")
     optimize(TINY, tmp_path, EVERY2)
     err = capsys.readouterr().err
@@ -311,7 +312,7 @@ TINY_ARGV = [
 ]
 
 
-@pytest.mark.parametrize("where", ["build_driver", "_final_evaluation"])
+@pytest.mark.parametrize("where", ["build_driver", "final_evaluation"])
 def test_sigterm_outside_the_step_loop_exits_75(where, tmp_path, monkeypatch, capsys):
     """During start-up or the final evaluation: exit 75, the run resumes to the same end."""
     import vitnqs.optimize as module
@@ -341,7 +342,7 @@ def test_a_filesystem_error_is_one_line_naming_the_path(fault, tmp_path, monkeyp
         def full(path, *args, **kwargs):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-        monkeypatch.setattr(checkpoint, "write_atomic", full)
+        monkeypatch.setattr(files, "write_atomic", full)
     assert main([*TINY_ARGV, "--out", str(out)]) == 74
     err = capsys.readouterr().err.strip().splitlines()[-1]
     reason = "Not a directory" if fault == "not a directory" else "No space left on device"

@@ -10,8 +10,9 @@ import pytest
 
 from vitnqs import performance
 from vitnqs.config import ATTENTIONS, SR_MODES, RunConfig, RunOptions
+from vitnqs.loop import build_driver
 from vitnqs.models import ViT
-from vitnqs.optimize import build_driver, optimize
+from vitnqs.optimize import optimize
 
 TINY = RunConfig(attention="t5", L=4, J2=0.5, layers=1, d=8, heads=2, samples=32, steps=6)
 

@@ -8,8 +8,10 @@ import pytest
 
 from vitnqs import resources
 from vitnqs.config import ATTENTIONS, RunConfig, RunOptions, n_parameters
+from vitnqs.loop import build_driver
 from vitnqs.models import ViT
-from vitnqs.optimize import EVAL_CHAIN_LENGTH, build_driver, optimize
+from vitnqs.optimize import optimize
+from vitnqs.plan import EVAL_CHAIN_LENGTH
 from vitnqs.physics import j1j2_hamiltonian
 from vitnqs.plan import (
     MemoryRefused,

@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from vitnqs.config import RunConfig, RunOptions
-from vitnqs.optimize import build_driver
+from vitnqs.loop import build_driver
 from vitnqs.sr import KernelSR, kernel_blocks, symmetric_gram
 
 TINY = RunConfig(attention="t5", L=4, J2=0.5, layers=1, d=8, heads=2, samples=48, steps=10)

@@ -12,27 +12,31 @@ import netket as nk
 import numpy as np
 import pytest
 
+from vitnqs.bench.symmetrization import symmetrization_cost
 from vitnqs.config import RunConfig
+from vitnqs.estimates import v_score
+from vitnqs.evaluation import (
+    SYMMETRIZED_EVAL_DISCARD,
+    evaluate_symmetrized,
+    plain_thermalized_configurations,
+    warm_started_state,
+)
+from vitnqs.exact import exact_energy_moments, ground_state_sector, ground_state_vector
+from vitnqs.finetune import finetune_symmetrized
 from vitnqs.geometry import translate
 from vitnqs.models import ATTENTIONS, ViT
-from vitnqs.physics import exact_ground_state_energy, hilbert_space, j1j2_hamiltonian
-from vitnqs.symmetry import (
-    EVAL_DISCARD,
-    SymmetrizedWF,
-    evaluate_symmetrized,
-    exact_energy_moments,
-    finetune_symmetrized,
-    ground_state_sector,
-    ground_state_vector,
+from vitnqs.physics import (
+    exact_ground_state_energy,
+    hilbert_space,
     infinite_temperature_energy,
-    load_run,
+    j1j2_hamiltonian,
+)
+from vitnqs.rundir import load_run
+from vitnqs.symmetry import (
+    SymmetrizedWF,
     patch_coset_permutations,
-    plain_thermalized_configurations,
     space_group_permutations,
-    symmetrization_cost,
     symmetrize,
-    v_score,
-    warm_started_state,
 )
 
 L = 4
@@ -205,7 +209,10 @@ def test_monte_carlo_symmetrized_energy_agrees_with_full_sum(tmp_path):
     )
     assert result["n_ops"] == 64 and result["eval_time_in_steps"] > 0
     assert result["n_chains"] == 256 and result["samples_per_chain"] == 4
-    assert result["warm_start_sweeps"] == 64 and result["n_discard_per_chain"] == EVAL_DISCARD
+    assert (
+        result["warm_start_sweeps"] == 64
+        and result["n_discard_per_chain"] == SYMMETRIZED_EVAL_DISCARD
+    )
 
 
 def test_symmetrized_chains_start_from_the_plain_networks_thermalized_ones():

@@ -7,32 +7,20 @@ Figure 4 differ only by the parameters. Maps are averaged over heads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import flax
 import netket as nk
 import numpy as np
 import pandas as pd
 
 from vitnqs.models import ViT, attention_maps
 from vitnqs.physics import exchange_sampler
+from vitnqs.rundir import INIT_PARAMS, load_run
 
 N_SHOWN_CONFIGS = 3
 """Configurations whose individual T5 maps are shown."""
 THERMALIZATION_SWEEPS = 50
 """Sweeps discarded per chain before the analysis samples are taken."""
-
-
-def load_run(run_dir: str | Path) -> tuple[ViT, dict, dict, dict]:
-    """Model, initial and final parameters, and summary of a finished run directory."""
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    c = summary["config"]
-    model = ViT(c["attention"], c["layers"], c["d"], c["heads"], c["b"])
-    init = flax.serialization.msgpack_restore((run_dir / "init_params.msgpack").read_bytes())
-    final = flax.serialization.msgpack_restore((run_dir / "params.msgpack").read_bytes())
-    return model, init, final, summary
 
 
 def sample_state(model: ViT, params: dict, L: int, n_samples: int, seed: int) -> np.ndarray:
@@ -71,7 +59,8 @@ def analyse(run_dir: str | Path, n_samples: int, seed: int) -> tuple[pd.DataFram
         ``positional`` (Decoupled), and ``dependence`` (one row per stage and term).
 
     """
-    model, init, final, summary = load_run(run_dir)
+    summary, model, final = load_run(run_dir)
+    init = load_run(run_dir, INIT_PARAMS)[2]
     c = summary["config"]
     sigma = sample_state(model, final, c["L"], n_samples, seed)
     maps, dependence = [], []

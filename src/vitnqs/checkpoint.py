@@ -1,7 +1,7 @@
-"""Crash-safe files: atomic writes and checksummed checkpoints with a fallback copy.
+"""Checksummed checkpoints with a fallback copy, and the lock of a run directory.
 
-A checkpoint directory holds ``checkpoint.msgpack`` (newest) and
-``checkpoint.prev.msgpack`` (the one before). Each file is a magic line, the SHA-256
+A checkpoint directory holds :data:`vitnqs.rundir.CHECKPOINT` (newest) and
+:data:`vitnqs.rundir.PREVIOUS_CHECKPOINT` (the one before). Each file is a magic line, the SHA-256
 of the payload and the msgpack payload, so truncation and bit flips are detected.
 An unreadable file is renamed aside (``*.corrupt-<time>``), never deleted, and the
 previous checkpoint is used. :func:`lock_run_dir` keeps a second process out of a run
@@ -11,11 +11,9 @@ directory that one is working in.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import platform
 import sys
@@ -24,13 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vitnqs.config import ConfigError, RunConfig
+from vitnqs import files
+from vitnqs.rundir import CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT
 
 MAGIC = b"VITNQS-CHECKPOINT v1\n"
-CURRENT = "checkpoint.msgpack"
-PREVIOUS = "checkpoint.prev.msgpack"
-LOCK = "run.lock"
-SUMMARY = "summary.json"
 
 
 class RunDirBusy(Exception):
@@ -41,35 +36,6 @@ class CheckpointError(Exception):
     """A checkpoint file exists but cannot be read."""
 
 
-def write_atomic(path: Path, data: bytes, previous: Path | None = None) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
-
-    Args:
-        path: destination.
-        data: the bytes to write.
-        previous: if given, an existing ``path`` is first renamed to it.
-
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if previous is not None and path.exists():
-        os.replace(path, previous)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
     """Atomically write a new checkpoint, keeping the current one as the previous."""
     from flax.serialization import msgpack_serialize  # flax imports JAX: only when needed
@@ -77,8 +43,8 @@ def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
     directory = Path(directory)
     data = msgpack_serialize(payload)
     blob = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
-    current = directory / CURRENT
-    write_atomic(current, blob, previous=directory / PREVIOUS)
+    current = directory / CHECKPOINT
+    files.write_atomic(current, blob, previous=directory / PREVIOUS_CHECKPOINT)
     return current
 
 
@@ -114,7 +80,7 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     """
     directory = Path(directory)
     unreadable = []
-    for name in (CURRENT, PREVIOUS):
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
         path = directory / name
         if not path.exists():
             continue
@@ -141,53 +107,11 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
 def discard_current(directory: Path) -> None:
     """Drop the current checkpoint for the previous one (or none): it holds a bad state."""
     directory = Path(directory)
-    if (directory / PREVIOUS).exists():
-        os.replace(directory / PREVIOUS, directory / CURRENT)
-    elif (directory / CURRENT).exists():
-        os.remove(directory / CURRENT)
-    _fsync_dir(directory)
-
-
-def check_same_run(config: RunConfig, stored: dict[str, Any], where: Path) -> None:
-    """Refuse to mix runs: a file in the directory must hold this very configuration.
-
-    Raises:
-        ConfigError: naming the settings that differ.
-
-    """
-    mine = dataclasses.asdict(config)
-    diffs = [
-        f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in mine.items() if stored.get(k) != v
-    ]
-    if diffs:
-        raise ConfigError(
-            "out",
-            f"{where} belongs to a run with other settings ({'; '.join(diffs)}); use another "
-            "output directory (nothing was changed)",
-        )
-
-
-def read_finished(config: RunConfig, directory: Path) -> dict[str, Any] | None:
-    """The summary of a finished run in ``directory`` (checked to be this run), else ``None``.
-
-    A ``summary.json`` that cannot be read (truncated, say) makes the run unfinished: it
-    is reported, and the run resumes from its checkpoint and writes it anew.
-    """
-    path = Path(directory) / SUMMARY
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-        stored = summary["config"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-        print(
-            f"[vitnqs] WARNING: {path} is unreadable ({type(error).__name__}: {error}); the "
-            "run counts as unfinished and resumes from its checkpoint",
-            file=sys.stderr,
-        )
-        return None
-    check_same_run(config, stored, path)
-    return summary
+    if (directory / PREVIOUS_CHECKPOINT).exists():
+        os.replace(directory / PREVIOUS_CHECKPOINT, directory / CHECKPOINT)
+    elif (directory / CHECKPOINT).exists():
+        os.remove(directory / CHECKPOINT)
+    files.fsync_dir(directory)
 
 
 @contextlib.contextmanager

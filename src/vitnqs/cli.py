@@ -128,8 +128,9 @@ def _checked_run(args: argparse.Namespace) -> tuple[RunConfig, RunOptions] | int
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from vitnqs.checkpoint import RunDirBusy, read_finished
+    from vitnqs.checkpoint import RunDirBusy
     from vitnqs.plan import MemoryRefused
+    from vitnqs.rundir import read_finished
 
     checked = _checked_run(args)
     if isinstance(checked, int):
@@ -264,11 +265,11 @@ def _add_symmetrize(sub: argparse._SubParsersAction) -> None:
 def _symmetrize(args: argparse.Namespace) -> int:
     import json
 
-    from vitnqs.checkpoint import write_atomic
-    from vitnqs.symmetry import evaluate_symmetrized
+    from vitnqs import files
+    from vitnqs.evaluation import evaluate_symmetrized
 
     result = evaluate_symmetrized(args.run_dir, args.samples, args.seed, args.chunk_size)
-    write_atomic(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
+    files.write_atomic(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(
         f"[vitnqs] symmetrized E/N = {result['energy']:.6f} +- {result['energy_error']:.6f} "
         f"(plain {result['plain_energy']:.6f}), V-score {result['v_score']:.3g} (plain "
@@ -294,7 +295,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from vitnqs.symmetry import finetune_symmetrized
+    from vitnqs.finetune import finetune_symmetrized
 
     entry = finetune_symmetrized(
         args.run_dir, args.out, args.steps, lr=args.lr, chunk_size=args.chunk_size
@@ -323,7 +324,7 @@ def _reference(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from vitnqs.checkpoint import write_atomic
+    from vitnqs import files
     from vitnqs.references import reference_energy
 
     ref = reference_energy(args.L, args.J2)
@@ -335,7 +336,7 @@ def _reference(args: argparse.Namespace) -> int:
         )
     else:
         record |= dataclasses.asdict(ref)
-    write_atomic(Path(args.out), (json.dumps(record, indent=2) + "\n").encode())
+    files.write_atomic(Path(args.out), (json.dumps(record, indent=2) + "\n").encode())
     return 0
 
 

@@ -1,18 +1,16 @@
 """One variational optimization of the ViT on the J1-J2 model, resumable and crash-safe.
 
-:func:`optimize` writes into its output directory:
-
-* ``history.csv``: one row per step (see :data:`HISTORY_COLUMNS`);
-* ``summary.json``: settings, parameter count, final energy, timings, versions, device;
-* ``init_params.msgpack`` and ``params.msgpack``: initial and final parameters;
-* ``checkpoint.msgpack`` (+ ``checkpoint.prev.msgpack``): driver state, sampler state and
-  RNG, optimizer state, step counter and history, for resuming.
+:func:`optimize` writes the run directory of :mod:`vitnqs.rundir`: its history, step by
+step, then the parameters and the summary of the final evaluation; a checkpoint (driver
+state, sampler state and RNG, optimizer state, step counter and history) every few
+minutes.
 
 Re-running with the same directory resumes from the last good checkpoint; a finished
 run is a no-op. SIGTERM, SIGURG (the SLURM warning signal, see ``workflow/rules/common.smk``),
 SIGUSR1 and SIGINT write a checkpoint at the next step boundary and exit with
-:data:`EXIT_INTERRUPTED`. One process at a time works in a directory: it holds
-``run.lock`` (:func:`vitnqs.checkpoint.lock_run_dir`) and a second one stops at once.
+:data:`~vitnqs.stops.EXIT_INTERRUPTED`. One process at a time works in a directory: it
+holds the run's lock (:func:`vitnqs.checkpoint.lock_run_dir`) and a second one stops at
+once.
 """
 
 from __future__ import annotations
@@ -29,111 +27,36 @@ from typing import Any
 
 import flax
 import jax
-import jax.numpy as jnp
 import netket as nk
 import numpy as np
 import optax
-from netket.callbacks import AbstractCallback
-from netket.utils import struct
 
-from vitnqs import checkpoint, devices, measure
-from vitnqs.checkpoint import check_same_run, read_finished
+from vitnqs import checkpoint, devices, files, measure
 from vitnqs.config import RESULTS_VERSION, ConfigError, RunConfig, RunOptions
-from vitnqs.models import ViT
-from vitnqs.physics import energy_bounds, exchange_sampler, j1j2_hamiltonian
+from vitnqs.estimates import per_site
+from vitnqs.evaluation import PLAIN_EVAL_DISCARD, final_evaluation
+from vitnqs.loop import StepMonitor, build_driver, lr_schedule
+from vitnqs.physics import energy_bounds
 from vitnqs.plan import EVAL_CHAIN_LENGTH, RunPlan, plan_run
 from vitnqs.progress import Progress
 from vitnqs.references import Reference, reference_energy, relative_error
-from vitnqs.sr import KernelSR
-from vitnqs.stops import Diverged, Interrupted, StopSignals, signal_name
-
-HISTORY_COLUMNS = (
-    "step",
-    "energy",
-    "energy_error",
-    "energy_variance",
-    "rel_error",
-    "acceptance",
-    "r_hat",
-    "lr",
-    "time_s",
+from vitnqs.rundir import (
+    CHECKPOINT,
+    DIVERGENCES,
+    HISTORY,
+    HISTORY_COLUMNS,
+    INIT_PARAMS,
+    PARAMS,
+    SUMMARY,
+    check_same_run,
+    read_finished,
+    write_history,
 )
-"""Columns of ``history.csv``: mean, error of the mean and variance of the local energy
-per site ``E_loc / N`` (S.S units), relative error to the reference, acceptance,
-split-R-hat over an exponential window of past steps (empty when NetKet gives none),
-learning rate and wall time of the step in seconds."""
+from vitnqs.stops import Diverged, StopSignals
 
-EVAL_DISCARD = 4
-"""Sweeps discarded per chain before the final evaluation."""
-DIVERGENCES = "divergences.json"
-"""The run directory's record of divergences, one entry each (:func:`lr_factor`)."""
 MAX_REMEDIES = 2
 """A diverged run is resumed at most this many times, each time from its last good
 checkpoint with half the learning rate; one more divergence stops it for good."""
-
-
-def lr_schedule(config: RunConfig, factor: float = 1.0) -> optax.Schedule:
-    """Cosine decay of the learning rate from ``factor * lr`` to 0 over the run."""
-    return optax.cosine_decay_schedule(init_value=factor * config.lr, decay_steps=config.steps)
-
-
-def build_driver(
-    config: RunConfig, options: RunOptions, plan: RunPlan | None = None, lr_factor: float = 1.0
-) -> nk.driver.VMC_SR:
-    """The NetKet SR driver of a run, with a freshly initialized variational state.
-
-    Args:
-        config: the run.
-        options: how it executes (the network's dtype).
-        plan: what :func:`vitnqs.plan.plan_run` decided (SR mode, kernel trick, chunk);
-            by default its plan for ``options`` with the device's memory not known.
-        lr_factor: multiplies the learning-rate schedule (a diverged run's remedy).
-
-    """
-    model = ViT(
-        config.attention, config.layers, config.d, config.heads, config.b,
-        dtype=jnp.dtype(options.network_dtype),
-    )  # fmt: skip
-    plan = plan or plan_run(config, options)
-    hamiltonian = j1j2_hamiltonian(config.L, config.J2, options.local_energy)
-    init_key, sampler_key = jax.random.split(jax.random.key(config.seed))
-    vstate = nk.vqs.MCState(
-        exchange_sampler(config.L, n_chains=config.samples),
-        model,
-        n_samples=config.samples,
-        n_discard_per_chain=0,  # one new sample per chain and step, as in the paper
-        chunk_size=plan.chunk_size,
-        seed=init_key,
-        sampler_seed=sampler_key,
-    )
-    driver_class = KernelSR if plan.sr_mode == "symmetric" else nk.driver.VMC_SR
-    return driver_class(
-        hamiltonian,
-        optax.sgd(lr_schedule(config, lr_factor)),
-        diag_shift=config.diag_shift,
-        variational_state=vstate,
-        use_ntk=plan.use_ntk,
-        on_the_fly=plan.sr_mode == "onthefly",
-        mode="complex",
-    )
-
-
-class _RunMonitor(AbstractCallback, mutable=True):
-    """History rows, progress, divergence guard, periodic and signal-driven checkpoints."""
-
-    run: Any = struct.field(pytree_node=False, serialize=False)
-
-    def __init__(self, run: _Run):
-        self.run = run
-
-    def on_step_start(self, step, log_data, driver):
-        self.run.step_start(step, driver)
-
-    def on_step_end(self, step, log_data, driver):
-        self.run.step_end(step, log_data, driver)
-
-    def on_run_end(self, step, driver):
-        self.run.save(driver)
 
 
 class _Run:
@@ -147,8 +70,6 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.elapsed_before = 0.0  # wall time of earlier invocations
         self.started = time.perf_counter()
-        self.step_clock = measure.Stopwatch()
-        self.last_save = time.perf_counter()
         self.checkpoint_step: int | None = None  # the step of the current checkpoint file
         self.schedule = lr_schedule(config, factor)
         self.energy_bounds = energy_bounds(config.L, config.J2)
@@ -167,11 +88,10 @@ class _Run:
             },
         )
         self.checkpoint_step = driver.step_count
-        self.last_save = time.perf_counter()
 
     def restore(self, driver, payload: dict[str, Any]):
         """Return ``driver`` restored from a checkpoint payload, and load the history."""
-        check_same_run(self.config, payload["config"], self.out / checkpoint.CURRENT)
+        check_same_run(self.config, payload["config"], self.out / CHECKPOINT)
         driver = flax.serialization.from_bytes(driver, payload["driver"])
         columns = payload["history"]
         n = len(columns["step"])
@@ -187,30 +107,10 @@ class _Run:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
-    def due_for_checkpoint(self, step: int) -> bool:
-        every = self.options.checkpoint_every
-        if every is None:
-            return time.perf_counter() - self.last_save > 300
-        return step % every == 0
-
-    # -- per-step hooks --------------------------------------------------------------
-    def step_start(self, step: int, driver) -> None:
-        # Here the previous step's update is applied and step_count points to the next
-        # step: the state a resumed run must start from.
-        if self.signals.received is not None:
-            self.save(driver)
-            raise Interrupted(
-                f"received {signal_name(self.signals.received)} at step {step}: "
-                f"checkpoint written to {self.out / checkpoint.CURRENT}; rerun the same "
-                "command to resume"
-            )
-        if step > 0 and self.due_for_checkpoint(step):
-            self.save(driver)
-        self.step_clock.start()
-
-    def step_end(self, step: int, log_data: dict, driver) -> None:
+    def step_end(self, step: int, log_data: dict, driver, seconds: float) -> None:
+        """The step's row in the history, after the divergence guard."""
         stats = log_data["Energy"]
-        energy, error, variance = _per_site(stats, self.config.n_sites)
+        energy, error, variance = per_site(stats, self.config.n_sites)
         problem = self.divergence(energy, driver.state.parameters)
         if problem:
             raise Diverged(f"step {step}: {problem}")
@@ -225,10 +125,10 @@ class _Run:
             "acceptance": float(driver.state.sampler_state.acceptance),
             "r_hat": float(np.real(r_hat)) if r_hat is not None else math.nan,
             "lr": float(self.schedule(step)),
-            "time_s": self.step_clock.stop(),
+            "time_s": seconds,
         }
         self.history.append(row)
-        _append_history(self.out / "history.csv", [row])
+        write_history(self.out / HISTORY, [row])
         self.progress.update(row)
 
     def divergence(self, energy: float, parameters: Any) -> str | None:
@@ -286,7 +186,7 @@ def _record_divergence(run: _Run, error: Diverged, factor: float, records: list)
     if run.checkpoint_step is not None and run.checkpoint_step >= step:
         checkpoint.discard_current(run.out)
     record = {"step": step, "problem": str(error), "lr_factor": factor}
-    checkpoint.write_atomic(
+    files.write_atomic(
         run.out / DIVERGENCES, (json.dumps([*records, record], indent=2) + "\n").encode()
     )
     if len(records) < MAX_REMEDIES:
@@ -298,26 +198,6 @@ def _record_divergence(run: _Run, error: Diverged, factor: float, records: list)
         f"the run has diverged {len(records) + 1} times and is not retried: lower lr or raise "
         "diag_shift (a new run)"
     )
-
-
-def _append_history(path: Path, rows: list[dict[str, float]], rewrite: bool = False) -> None:
-    new = rewrite or not path.exists()
-    with open(path, "w" if new else "a") as f:
-        if new:
-            f.write(",".join(HISTORY_COLUMNS) + "\n")
-        for row in rows:
-            f.write(
-                ",".join("" if _isnan(row[c]) else _cell(c, row[c]) for c in HISTORY_COLUMNS) + "\n"
-            )
-        f.flush()
-
-
-def _isnan(value: float) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _cell(column: str, value: float) -> str:
-    return str(int(value)) if column == "step" else repr(float(value))
 
 
 def _code_revision() -> str | None:
@@ -354,24 +234,6 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pandas.__version__,
     }
-
-
-def _per_site(stats: nk.stats.Stats, n_sites: int) -> tuple[float, float, float]:
-    """Mean, error of the mean and variance of the local energy, all per site."""
-    return (
-        float(np.real(stats.mean)) / n_sites,
-        float(stats.error_of_mean) / n_sites,
-        float(stats.variance) / n_sites**2,
-    )
-
-
-def _final_evaluation(driver, config: RunConfig) -> tuple[float, float, float, int]:
-    """Energy per site, its error and variance on fresh samples; and their number."""
-    vstate = driver.state
-    vstate.n_discard_per_chain = EVAL_DISCARD
-    vstate.n_samples = EVAL_CHAIN_LENGTH * config.samples
-    vstate.reset()
-    return (*_per_site(vstate.expect(driver._ham), config.n_sites), int(vstate.n_samples))
 
 
 def _reference(config: RunConfig, path: Path | None) -> Reference | None:
@@ -478,17 +340,20 @@ def _optimize(
         )
     # Written on resume too (the seed makes it the same): Snakemake deletes the outputs
     # of a failed, i.e. interrupted, job.
-    checkpoint.write_atomic(out / "init_params.msgpack", init_params)
-    _append_history(out / "history.csv", run.history, rewrite=True)  # drop rows past the checkpoint
+    files.write_atomic(out / INIT_PARAMS, init_params)
+    write_history(out / HISTORY, run.history, rewrite=True)  # drop rows past the checkpoint
 
     try:
         with signals.deferred():
             run.progress.start(driver.step_count)
-            driver.run(
-                config.steps - driver.step_count,
-                callback=_RunMonitor(run),
-                show_progress=False,
+            monitor = StepMonitor(
+                run.step_end,
+                save=run.save,
+                signals=signals,
+                checkpoint_every=options.checkpoint_every,
+                where=out / CHECKPOINT,
             )
+            driver.run(config.steps - driver.step_count, callback=monitor, show_progress=False)
     except Diverged as error:
         remedy = _record_divergence(run, error, factor, divergences)
         raise Diverged(f"{error}; {remedy}") from None
@@ -497,12 +362,10 @@ def _optimize(
 
     # All outputs again, in full: Snakemake deletes the outputs of a job that fails, also
     # of one that a second driver started on this directory while this run held the lock.
-    checkpoint.write_atomic(out / "init_params.msgpack", init_params)
-    _append_history(out / "history.csv", run.history, rewrite=True)
-    checkpoint.write_atomic(
-        out / "params.msgpack", flax.serialization.to_bytes(driver.state.parameters)
-    )
-    energy, error, variance, n_eval = _final_evaluation(driver, config)
+    files.write_atomic(out / INIT_PARAMS, init_params)
+    write_history(out / HISTORY, run.history, rewrite=True)
+    files.write_atomic(out / PARAMS, flax.serialization.to_bytes(driver.state.parameters))
+    (energy, error, variance), n_eval = final_evaluation(driver.state, driver._ham, config)
     reference = {} if run.reference is None else dataclasses.asdict(run.reference)
     summary = {
         "config": dataclasses.asdict(config),
@@ -526,7 +389,8 @@ def _optimize(
         "energy_variance": variance,
         "eval_samples": n_eval,
         "eval_note": (
-            f"{EVAL_CHAIN_LENGTH} fresh samples per chain after {EVAL_DISCARD} discarded sweeps"
+            f"{EVAL_CHAIN_LENGTH} fresh samples per chain after {PLAIN_EVAL_DISCARD} "
+            "discarded sweeps"
         ),
         "reference_energy": reference.get("energy"),
         "reference_uncertainty": reference.get("uncertainty"),
@@ -546,9 +410,7 @@ def _optimize(
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
-    checkpoint.write_atomic(
-        out / checkpoint.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode()
-    )
+    files.write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     print(
         f"[vitnqs] done: E/N = {energy:.6f} +- {error:.6f}"
         + ("" if run.reference is None else f", rel. error {summary['rel_error']:.2e}"),
@@ -557,4 +419,4 @@ def _optimize(
     return summary
 
 
-__all__ = ["HISTORY_COLUMNS", "build_driver", "optimize"]
+__all__ = ["optimize"]

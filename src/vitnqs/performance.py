@@ -1,6 +1,6 @@
 """Where an optimization step's time goes: phases, operation counts, rates and memory.
 
-One SR step of :func:`vitnqs.optimize.build_driver`'s driver is split into the phases
+One SR step of :func:`vitnqs.loop.build_driver`'s driver is split into the phases
 of :data:`PHASES`, each run and timed on its own with NetKet's own functions (the
 ones ``VMC_SR`` calls), so that their sum is the step and each can be compared with
 the machine's ceiling: a large float64 matrix product through JAX, measured in the
@@ -304,7 +304,7 @@ def _mib(size: int | None) -> float | None:
 
 def case_driver(case: Case):
     """The SR driver of a case, built as a run builds it (its first SR mode, may be ``auto``)."""
-    from vitnqs.optimize import build_driver
+    from vitnqs.loop import build_driver
 
     config = RunConfig(
         attention=case.attention, L=case.L, J2=case.J2, layers=case.layers, d=case.d,

@@ -133,3 +133,39 @@ def exact_ground_state_energy(L: int, J2: float) -> float:
             "far beyond the memory of one machine; use a literature reference energy"
         )
     return ground_state_energy(j1j2_hamiltonian(L, J2, local_energy="padded"), L * L)
+
+
+E_INF_CONVENTIONS = ("full", "sz0")
+"""``full``: ``Tr(H)/dim`` over the whole spin space (0, the V-score table's convention);
+``sz0``: the same trace over the ``Sz = 0`` sector the states live in."""
+
+
+def n_bonds(L: int, J2: float) -> tuple[int, int]:
+    """Number of nearest- and next-nearest-neighbour bonds of the periodic lattice."""
+    graph = square_lattice(L, J2 if J2 else 1.0)
+    return len(graph.edges(filter_color=0)), len(graph.edges(filter_color=1))
+
+
+def infinite_temperature_energy(L: int, J2: float, convention: str = "full") -> float:
+    """Infinite-temperature energy per site ``Tr(H) / (N dim)`` of the J1-J2 model (S.S units).
+
+    ``S_i . S_j`` is traceless on the full spin space, so ``full`` gives 0: the
+    convention of the V-score benchmark table (its J1-J2 entries list ``Einf = 0``).
+    On the ``Sz = 0`` sector the exchange part ``S+S- + S-S+`` has no diagonal and
+    ``<S_i^z S_j^z> = -1 / (4 (N - 1))`` (from ``sum_i S_i^z = 0``), so ``sz0`` gives
+    ``-(n_J1 + J2 n_J2) / (4 N (N - 1))`` with ``n_J1, n_J2`` the bond counts
+    (``= -(1 + J2) / (2 (N - 1))`` for ``L >= 3``, where both counts are ``2N``).
+
+    Args:
+        L: linear lattice size.
+        J2: next-nearest-neighbour coupling.
+        convention: one of :data:`E_INF_CONVENTIONS`.
+
+    """
+    if convention == "full":
+        return 0.0
+    if convention != "sz0":
+        raise ValueError(f"unknown convention {convention!r}; allowed: {E_INF_CONVENTIONS}")
+    N = L * L
+    nn1, nn2 = n_bonds(L, J2)
+    return -(nn1 + J2 * nn2) / (4 * N * (N - 1))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from vitnqs import measure
 from vitnqs.config import RESULTS_VERSION, RUN_COLUMNS, RunConfig, RunOptions
+from vitnqs.estimates import per_site
 from vitnqs.plan import PILOT_STEPS, job_memory_mb, runtime_minutes
 
 MEMORY_RISK = 0.85
@@ -50,26 +51,23 @@ def pilot(config: RunConfig, options: RunOptions, steps: int = PILOT_STEPS) -> d
     """
     import jax
 
-    from vitnqs.optimize import build_driver
+    from vitnqs.loop import StepMonitor, build_driver
     from vitnqs.plan import plan_run
 
     device = jax.devices()[0]
     plan = plan_run(config, options, reported_bytes=measure.device_memory_bytes(device))
     clock, times, energies, errors, acceptances = measure.Stopwatch(), [], [], [], []
 
-    def record(step, log_data, driver):
-        stats = log_data["Energy"]
-        energies.append(float(np.real(stats.mean)) / config.n_sites)
-        errors.append(float(stats.error_of_mean) / config.n_sites)
+    def record(step, log_data, driver, seconds):
+        energy = per_site(log_data["Energy"], config.n_sites)
+        energies.append(energy.mean)
+        errors.append(energy.error)
         acceptances.append(float(driver.state.sampler_state.acceptance))
-        times.append(clock.stop())
-        clock.start()
-        return True
+        times.append(seconds)
 
     driver = build_driver(config, options, plan)
     build_s = clock.stop()
-    clock.start()
-    driver.run(steps + 1, callback=record, show_progress=False)
+    driver.run(steps + 1, callback=StepMonitor(record), show_progress=False)
     parameters = jax.tree_util.tree_leaves(driver.state.parameters)
     finite = bool(np.isfinite(energies).all()) and all(
         bool(np.isfinite(x).all()) for x in parameters

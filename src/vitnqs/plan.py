@@ -3,7 +3,7 @@
 :func:`plan_run` takes a run, its options and the memory of one device, and returns a
 :class:`RunPlan`: the SR mode (``auto`` resolved, NetKet's QGT form where ``M >= P``,
 NetKet's dense product on several devices), whether the kernel trick is used, the chunk,
-the devices and the memory estimate. The driver (:func:`vitnqs.optimize.build_driver`),
+the devices and the memory estimate. The driver (:func:`vitnqs.loop.build_driver`),
 the memory check, ``summary.json`` and the workflow's resource requests all read a plan;
 nothing below it sees ``auto``.
 
@@ -282,3 +282,40 @@ def plan_symmetrized(
     )  # fmt: skip
     memory = dataclasses.replace(estimate, jacobian=0.0, kernel=0.0)
     return SymmetrizedPlan(samples, chunk, n_ops, memory)
+
+
+def plan_finetune(config: RunConfig, samples: int, chunk_size: int | None = None) -> RunPlan:
+    """How the symmetrized fine-tuning of a finished run executes (:mod:`vitnqs.finetune`).
+
+    The projected network costs ``n_ops`` evaluations per configuration, so its stored
+    Jacobian would be paid for ``n_ops`` times over: fine-tuning takes NetKet's
+    on-the-fly kernel where the kernel trick applies (``M < P``), NetKet's QGT form
+    (``explicit``) otherwise, on one device.
+
+    Args:
+        config: the finished run (its network: ``P``, the lattice).
+        samples: samples per fine-tuning step.
+        chunk_size: configurations per chunk of the projected network (``None``: all).
+
+    """
+    P = config.n_parameters
+    use_ntk = samples < P
+    mode = "onthefly" if use_ntk else "explicit"
+    estimate = resources.memory_estimate(
+        samples, P, chunk_size, mode,
+        n_conn=resources.n_connected(config.L, config.J2), n_patches=(config.L // config.b) ** 2,
+        d=config.d, heads=config.heads,
+    )  # fmt: skip
+    n_ops = 2 * 8 * config.b**2
+    return RunPlan(
+        sr_mode=mode,
+        use_ntk=use_ntk,
+        chunk_size=chunk_size,
+        n_devices=1,
+        device="auto",
+        n_parameters=P,
+        memory=dataclasses.replace(estimate, activations=n_ops * estimate.activations),
+        device_memory_bytes=None,
+        memory_source="unknown",
+        requested_sr_mode="auto",
+    )

@@ -60,28 +60,3 @@ def relative_error(energy: float, reference: Reference | None) -> float:
     if reference is None:
         return math.nan
     return abs((reference.energy - energy) / reference.energy)
-
-
-def v_score(
-    energy_per_site: float,
-    variance_per_site_sq: float,
-    n_sites: int,
-    e_inf_per_site: float = 0.0,
-) -> float:
-    """V-score ``N Var(H) / (<H> - E_inf)**2`` from per-site quantities.
-
-    With total quantities ``E = N e``, ``Var(H) = N**2 v`` and ``E_inf = N e_inf``
-    this is ``N v / (e - e_inf)**2``.
-
-    Args:
-        energy_per_site: ``e = <H> / N``.
-        variance_per_site_sq: ``v = Var(H) / N**2`` (the ``energy_variance`` of a
-            run's ``summary.json``).
-        n_sites: ``N``, the number of spins (the V-score's degrees of freedom).
-        e_inf_per_site: infinite-temperature energy per site, see
-            :func:`vitnqs.symmetry.infinite_temperature_energy` (0: the V-score
-            benchmark's convention for the Heisenberg models, the trace over the full
-            spin space).
-
-    """
-    return n_sites * variance_per_site_sq / (energy_per_site - e_inf_per_site) ** 2

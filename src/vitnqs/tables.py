@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from vitnqs.config import RUN_COLUMNS, RunConfig
-from vitnqs.references import literature_reference, v_score
+from vitnqs.estimates import v_score
+from vitnqs.references import literature_reference
 from vitnqs.sweeps import in_sweep
 
 SUMMARY_FIELDS = (
@@ -76,7 +77,7 @@ SYMMETRIZED_FIELDS = {
     )},
     "samples": "eval_samples",  # not the run's M, a run column the tables join on
 }  # fmt: skip
-"""Fields of a run's ``symmetrized.json`` (:func:`vitnqs.symmetry.evaluate_symmetrized`)
+"""Fields of a run's ``symmetrized.json`` (:func:`vitnqs.evaluation.evaluate_symmetrized`)
 copied into ``symmetrized.csv``, and their columns there."""
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from vitnqs import measure
 from vitnqs.config import RunConfig, RunOptions
-from vitnqs.optimize import build_driver
+from vitnqs.loop import build_driver
 from vitnqs.plan import plan_run
 
 

@@ -1,0 +1,182 @@
+"""The one run loop: an SR driver built from a run plan, stepped under a monitor.
+
+The optimization (:mod:`vitnqs.optimize`), the symmetrized fine-tuning
+(:mod:`vitnqs.finetune`), the pilot (:mod:`vitnqs.pilot`) and the timing jobs build their
+NetKet driver with :func:`sr_driver` from a :class:`~vitnqs.plan.RunPlan` (which decided
+the SR mode), and step it under a :class:`StepMonitor`: a clock per step, checkpoints
+every few minutes (or every few steps) and at the end, and a stop with a checkpoint at
+the next step boundary when a signal arrives (:class:`~vitnqs.stops.StopSignals`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import netket as nk
+import optax
+from netket.callbacks import AbstractCallback
+from netket.utils import struct
+
+from vitnqs import measure
+from vitnqs.config import RunConfig, RunOptions
+from vitnqs.models import ViT
+from vitnqs.physics import exchange_sampler, j1j2_hamiltonian
+from vitnqs.plan import RunPlan, plan_run
+from vitnqs.sr import KernelSR
+from vitnqs.stops import Interrupted, StopSignals, signal_name
+
+CHECKPOINT_SECONDS = 300
+"""A run without a step interval writes a checkpoint when this long has passed since
+the last one: at most five minutes of work are lost to a crash."""
+
+
+def sr_driver(
+    hamiltonian: nk.operator.AbstractOperator,
+    vstate: nk.vqs.MCState,
+    optimizer: optax.GradientTransformation,
+    diag_shift: float,
+    plan: RunPlan,
+) -> nk.driver.VMC_SR:
+    """NetKet's SR driver in the mode the plan decided.
+
+    ``symmetric`` is :class:`vitnqs.sr.KernelSR`; ``explicit`` and ``onthefly`` are
+    NetKet's ``VMC_SR`` with and without the stored Jacobian; the kernel trick where
+    the plan says so (``M < P``).
+    """
+    driver_class = KernelSR if plan.sr_mode == "symmetric" else nk.driver.VMC_SR
+    return driver_class(
+        hamiltonian,
+        optimizer,
+        diag_shift=diag_shift,
+        variational_state=vstate,
+        use_ntk=plan.use_ntk,
+        on_the_fly=plan.sr_mode == "onthefly",
+        mode="complex",
+    )
+
+
+def lr_schedule(config: RunConfig, factor: float = 1.0) -> optax.Schedule:
+    """Cosine decay of the learning rate from ``factor * lr`` to 0 over the run."""
+    return optax.cosine_decay_schedule(init_value=factor * config.lr, decay_steps=config.steps)
+
+
+def build_driver(
+    config: RunConfig, options: RunOptions, plan: RunPlan | None = None, lr_factor: float = 1.0
+) -> nk.driver.VMC_SR:
+    """The SR driver of an optimization run, with a freshly initialized variational state.
+
+    Args:
+        config: the run.
+        options: how it executes (the network's dtype, the local energies).
+        plan: what :func:`vitnqs.plan.plan_run` decided (SR mode, kernel trick, chunk);
+            by default its plan for ``options`` with the device's memory not known.
+        lr_factor: multiplies the learning-rate schedule (a diverged run's remedy).
+
+    """
+    model = ViT(
+        config.attention, config.layers, config.d, config.heads, config.b,
+        dtype=jnp.dtype(options.network_dtype),
+    )  # fmt: skip
+    plan = plan or plan_run(config, options)
+    init_key, sampler_key = jax.random.split(jax.random.key(config.seed))
+    vstate = nk.vqs.MCState(
+        exchange_sampler(config.L, n_chains=config.samples),
+        model,
+        n_samples=config.samples,
+        n_discard_per_chain=0,  # one new sample per chain and step, as in the paper
+        chunk_size=plan.chunk_size,
+        seed=init_key,
+        sampler_seed=sampler_key,
+    )
+    return sr_driver(
+        j1j2_hamiltonian(config.L, config.J2, options.local_energy),
+        vstate,
+        optax.sgd(lr_schedule(config, lr_factor)),
+        config.diag_shift,
+        plan,
+    )
+
+
+StepHook = Callable[[int, dict, Any, float], None]
+"""``on_step(step, log_data, driver, seconds)``: what a loop does with a finished step."""
+
+
+class StepMonitor(AbstractCallback, mutable=True):
+    """A NetKet callback: step clock, periodic and final checkpoints, stop on a signal.
+
+    At the start of a step (the previous update applied: the state a resumed run starts
+    from) it checkpoints and raises :class:`~vitnqs.stops.Interrupted` if a signal
+    arrived, or checkpoints when one is due; at the end of a step it waits for the
+    step's results and hands them, with the step's wall time, to ``on_step``; at the end
+    of the run it checkpoints.
+    """
+
+    on_step: StepHook = struct.field(pytree_node=False, serialize=False)
+    save: Callable[[Any], None] | None = struct.field(pytree_node=False, serialize=False)
+    signals: StopSignals | None = struct.field(pytree_node=False, serialize=False)
+    checkpoint_every: int | None = struct.field(pytree_node=False, serialize=False)
+    where: Path | None = struct.field(pytree_node=False, serialize=False)
+    clock: measure.Stopwatch = struct.field(pytree_node=False, serialize=False)
+    last_save: float = struct.field(pytree_node=False, serialize=False)
+
+    def __init__(
+        self,
+        on_step: StepHook,
+        *,
+        save: Callable[[Any], None] | None = None,
+        signals: StopSignals | None = None,
+        checkpoint_every: int | None = None,
+        where: Path | None = None,
+    ):
+        """Monitor a run.
+
+        Args:
+            on_step: called after every step (:data:`StepHook`).
+            save: writes a checkpoint of the driver (``None``: a loop that keeps none).
+            signals: the run's signal handlers (``None``: none are watched).
+            checkpoint_every: steps between checkpoints (``None``: every
+                :data:`CHECKPOINT_SECONDS`).
+            where: the checkpoint's path, for the message of a stop.
+
+        """
+        self.on_step, self.save, self.signals = on_step, save, signals
+        self.checkpoint_every, self.where = checkpoint_every, where
+        self.clock = measure.Stopwatch()
+        self.last_save = time.perf_counter()
+
+    def _save(self, driver) -> None:
+        if self.save is not None:
+            self.save(driver)
+            self.last_save = time.perf_counter()
+
+    def _due(self, step: int) -> bool:
+        if self.checkpoint_every is None:
+            return time.perf_counter() - self.last_save > CHECKPOINT_SECONDS
+        return step % self.checkpoint_every == 0
+
+    def on_step_start(self, step, log_data, driver):
+        """Stop on a signal, or checkpoint when due; start the step's clock."""
+        if self.signals is not None and self.signals.received is not None:
+            self._save(driver)
+            written = "" if self.save is None else f"checkpoint written to {self.where}; "
+            raise Interrupted(
+                f"received {signal_name(self.signals.received)} at step {step}: "
+                f"{written}rerun the same command to resume"
+            )
+        if step > 0 and self._due(step):
+            self._save(driver)
+        self.clock.start()
+
+    def on_step_end(self, step, log_data, driver):
+        """Wait for the step's results, then hand them to ``on_step`` with its time."""
+        jax.block_until_ready((log_data, driver.state.parameters))
+        self.on_step(step, log_data, driver, self.clock.stop())
+
+    def on_run_end(self, step, driver):
+        """Checkpoint the end of the run."""
+        self._save(driver)
