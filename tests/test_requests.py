@@ -110,6 +110,27 @@ def test_fixed_requests_and_gpus():
     assert plan.run_gpus(RunOptions(device="gpu", n_devices=2), False) == 2
 
 
+def test_finetune_plans_its_own_samples_and_sr_step():
+    """The fine-tuning samples M per step and solves SR on them (NetKet's explicit form);
+    its chunk and activations are the symmetrized evaluation's (4 M samples, no SR)."""
+    evaluation = plan.plan_symmetrized(QUICK, RunOptions())
+    finetune = plan.plan_finetune(QUICK, RunOptions())
+    M, P = QUICK.samples, QUICK.n_parameters
+    assert (finetune.samples, evaluation.samples) == (M, 4 * M)
+    assert finetune.chunk_size == evaluation.chunk_size == 8  # 4 M / 64 evaluations
+    assert finetune.memory.jacobian == 2 * (2 * M * P * 8)
+    assert finetune.memory.kernel == (2 * M) ** 2 * 8
+    assert finetune.memory.activations == evaluation.memory.activations
+    # by hand: P = 4036; chunk 8 x 64 evaluations x 145 connections x 9 patches x
+    # (4 d + heads x 9) x 8 B = 0.535 GB, Jacobian 16.5 MB, kernel 0.5 MB, 1 GB baseline
+    assert P == 4036
+    activations = 8 * 64 * 145 * 9 * (4 * 16 + 4 * 9) * 8
+    total = 2 * 2 * 128 * 4036 * 8 + 256**2 * 8 + activations + 1e9
+    assert finetune.memory.total == total
+    assert plan.job_memory_mb(finetune.memory.total, 1) == 1861
+    assert plan.job_memory_mb(evaluation.memory.total, 1) == 1841
+
+
 def _directive_blocks(text: str, directive: str) -> list[list[tokenize.TokenInfo]]:
     """The tokens of each `directive:` of a rule file's text, inline or indented, without
     comments (a rule file tokenizes as Python)."""

@@ -529,3 +529,49 @@ def plan_symmetrized(
     )  # fmt: skip
     memory = dataclasses.replace(estimate, jacobian=0.0, kernel=0.0)
     return SymmetrizedPlan(samples, chunk, n_ops, memory)
+
+
+# -- the symmetrized fine-tuning (vitnqs.symmetry.finetune_symmetrized) -------------------
+FINETUNE_SR_MODE = "explicit"
+"""The fine-tuning's SR step is NetKet's own (``VMC_SR``): the explicit Jacobian of the
+symmetrized network with its scaled copy, as :func:`plan_run`'s NetKet mode."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetunePlan:
+    """How the symmetrized fine-tuning of a finished run executes."""
+
+    samples: int
+    """Samples per step: by default the run's ``M``, one per chain as in the run."""
+    chunk_size: int
+    """Samples per network chunk: the symmetrized evaluation's
+    (:attr:`SymmetrizedPlan.chunk_size`), which the workflow gives both."""
+    n_ops: int
+    """Evaluations of the network per configuration (:attr:`SymmetrizedPlan.n_ops`)."""
+    memory: resources.MemoryEstimate
+    """Bytes one device needs: an SR step on :attr:`samples` (:data:`FINETUNE_SR_MODE`)
+    and the symmetrized evaluation's activations of one chunk."""
+
+
+def plan_finetune(
+    config: RunConfig, options: RunOptions, samples: int | None = None
+) -> FinetunePlan:
+    """The symmetrized fine-tuning's samples, chunk and memory for a run.
+
+    Unlike the final evaluation (:func:`plan_symmetrized`, ``4 M`` samples and no SR), a
+    fine-tuning step samples ``M`` and solves SR on them: its Jacobian and kernel are
+    those of ``M`` samples; its chunk, and so the activations, are the evaluation's.
+
+    Args:
+        config: the finished run.
+        options: how its job executes (the run's chunk size).
+        samples: samples per step (default the run's ``M``).
+
+    """
+    evaluation = plan_symmetrized(config, options)
+    samples = config.samples if samples is None else samples
+    sr = resources.memory_estimate(
+        samples, config.n_parameters, evaluation.chunk_size, FINETUNE_SR_MODE
+    )
+    memory = dataclasses.replace(evaluation.memory, jacobian=sr.jacobian, kernel=sr.kernel)
+    return FinetunePlan(samples, evaluation.chunk_size, evaluation.n_ops, memory)

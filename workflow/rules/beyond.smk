@@ -50,10 +50,10 @@ rule finetune:
     resources:
         **run_placement(plan.ONE_DEVICE_GPUS),
         runtime=finetune_minutes,
-        mem_mb=symmetrized_mem_mb,
+        mem_mb=finetune_mem_mb,
     params:
         steps=FINETUNE_STEPS,
-        chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
+        chunk=lambda wildcards: finetune_plan(wildcards).chunk_size,
         xla=XLA_THREAD_FLAGS,
         device=DEVICE_ARG,
     shell:

@@ -308,6 +308,18 @@ def symmetrized_mem_mb(wildcards):
     return plan.job_memory_mb(symmetrized_plan(wildcards).memory.total, 1)
 
 
+def finetune_plan(wildcards):
+    """The symmetrized fine-tuning's samples, chunk and memory (vitnqs.plan: M samples
+    per step and an SR step on them; the evaluation's chunk)."""
+    return plan.plan_finetune(run_config(wildcards), OPTIONS)
+
+
+def finetune_mem_mb(wildcards):
+    """Host memory of the symmetrized fine-tuning: its own plan's estimate with the
+    margin."""
+    return plan.job_memory_mb(finetune_plan(wildcards).memory.total, 1)
+
+
 def symmetrize_minutes(wildcards, attempt):
     """Time of a symmetrized evaluation: a fixed time per attempt, capped."""
     return plan.attempt_minutes(plan.SYMMETRIZE_MINUTES, attempt, MAX_RUNTIME)
