@@ -189,8 +189,8 @@ WARNING_SHARE = 0.25
 checkpoints and exits 75), within :data:`WARNING_MIN_SECONDS` and
 :data:`WARNING_MAX_SECONDS`."""
 WARNING_MAX_SECONDS = 300
-"""At most 5 minutes of warning: a checkpoint takes far less, and a long job should not
-lose more of its time."""
+"""At most 5 minutes of warning, however long the job (a quarter of a 48-hour job would
+be 12 hours): the run only checkpoints and exits."""
 WARNING_MIN_SECONDS = 30
 """At least slurmctld's period: it acts on time limits every 30 s, so the warning comes
 ``N`` to ``N + 30`` s before the limit and the job ends at the first check after it; the
