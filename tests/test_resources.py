@@ -11,9 +11,9 @@ from vitnqs.config import ATTENTIONS, RunConfig, RunOptions, n_parameters
 from vitnqs.loop import build_driver
 from vitnqs.models import ViT
 from vitnqs.optimize import optimize
-from vitnqs.plan import EVAL_CHAIN_LENGTH
 from vitnqs.physics import j1j2_hamiltonian
 from vitnqs.plan import (
+    EVAL_CHAIN_LENGTH,
     MemoryRefused,
     plan_run,
     plan_symmetrized,

@@ -14,7 +14,7 @@ import flax
 import optax
 
 from vitnqs import checkpoint, files, measure
-from vitnqs.config import RunConfig
+from vitnqs.config import RunConfig, RunOptions
 from vitnqs.estimates import per_site
 from vitnqs.evaluation import SYMMETRIZED_EVAL_DISCARD, WARM_START_SWEEPS, warm_started_state
 from vitnqs.loop import StepMonitor, sr_driver
@@ -112,7 +112,7 @@ def finetune_symmetrized(
             n_samples=settings["samples"], n_discard_per_chain=n_thermalize,
             chunk_size=chunk_size, warm_start_sweeps=warm_start_sweeps if payload is None else 0,
         )  # fmt: skip
-        plan = plan_finetune(RunConfig.from_row(c), settings["samples"], chunk_size)
+        plan = plan_finetune(RunConfig.from_row(c), RunOptions(), settings["samples"])
         driver = sr_driver(
             j1j2_hamiltonian(L, J2), vstate, optax.sgd(lr), settings["diag_shift"], plan
         )

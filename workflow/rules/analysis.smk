@@ -12,8 +12,8 @@ rule attention_maps:
         GPU_ENV
     # a few forward passes: no GPU, the site's default (CPU) partition
     resources:
-        runtime=30,
-        mem_mb=4000,
+        runtime=plan.ATTENTION_MAPS_MINUTES,
+        mem_mb=plan.ATTENTION_MAPS_MB,
     params:
         samples=lambda wildcards: run_settings(wildcards)["samples"],
         run_dir=lambda wildcards, input: os.path.dirname(input.summary),
@@ -42,12 +42,12 @@ rule step_times:
     threads: every_core()
     # where the runs run: one GPU of the GPU partition if they get GPUs, else none
     resources:
-        **run_placement(1),
-        runtime=step_times_runtime,
-        mem_mb=lambda wildcards: timing_mem_mb(timing_configs(), OPTIONS.chunk_size),
+        **run_placement(plan.ONE_DEVICE_GPUS),
+        runtime=step_times_minutes,
+        mem_mb=step_times_mem_mb,
     params:
         run=f"{CHUNK_ARG} {DEVICE_ARG}",
-        steps=TIMED_STEPS,
+        steps=plan.STEP_TIMES_STEPS,
     shell:
         "python -m vitnqs step-times --plan {input} --steps {params.steps} {params.run}"
         " --out {output} > {log} 2>&1"

@@ -14,15 +14,9 @@ rule benchmark_phases:
     threads: every_core()
     # where the runs run: one GPU of the GPU partition if they get GPUs, else none
     resources:
-        **run_placement(1),
-        runtime=lambda wildcards: capped_minutes(
-            benchmark_section()["max_minutes"] + 30
-        ),
-        mem_mb=lambda wildcards: timing_mem_mb(
-            benchmark_configs(),
-            benchmark_section()["chunk_size"],
-            benchmark_section().get("sr_modes", ["auto"]),
-        ),
+        **run_placement(plan.ONE_DEVICE_GPUS),
+        runtime=benchmark_minutes,
+        mem_mb=benchmark_mem_mb,
     params:
         args=benchmark_args,
     shell:

@@ -20,11 +20,9 @@ rule symmetrize:
         GPU_ENV
     threads: PRESET["threads"]
     resources:
-        **run_placement(min(RUN_GPUS, 1)),
-        runtime=lambda wildcards, attempt: capped_minutes(attempt * 60),
-        mem_mb=lambda wildcards: int(
-            1.2 * symmetrized_plan(wildcards).memory.total / 1e6
-        ),
+        **run_placement(plan.ONE_DEVICE_GPUS),
+        runtime=symmetrize_minutes,
+        mem_mb=symmetrized_mem_mb,
     params:
         samples=lambda wildcards: symmetrized_plan(wildcards).samples,
         chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
@@ -45,19 +43,17 @@ rule finetune:
         params=f"{RUN_DIR}/finetuned/params.msgpack",
     log:
         "results/logs/finetune/{run}.log",
-    retries: 2  # resumes from its checkpoint
+    retries: plan.FAILURE_RETRIES  # resumes from its checkpoint
     conda:
         GPU_ENV
     threads: PRESET["threads"]
     resources:
-        **run_placement(min(RUN_GPUS, 1)),
-        runtime=lambda wildcards, attempt: capped_minutes(attempt * 120),
-        mem_mb=lambda wildcards: int(
-            1.2 * symmetrized_plan(wildcards).memory.total / 1e6
-        ),
+        **run_placement(plan.ONE_DEVICE_GPUS),
+        runtime=finetune_minutes,
+        mem_mb=finetune_mem_mb,
     params:
         steps=FINETUNE_STEPS,
-        chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,
+        chunk=lambda wildcards: finetune_plan(wildcards).chunk_size,
         xla=XLA_THREAD_FLAGS,
         device=DEVICE_ARG,
     shell:
@@ -78,11 +74,9 @@ rule finetuned_symmetrized:
         GPU_ENV
     threads: PRESET["threads"]
     resources:
-        **run_placement(min(RUN_GPUS, 1)),
-        runtime=lambda wildcards, attempt: capped_minutes(attempt * 60),
-        mem_mb=lambda wildcards: int(
-            1.2 * symmetrized_plan(wildcards).memory.total / 1e6
-        ),
+        **run_placement(plan.ONE_DEVICE_GPUS),
+        runtime=symmetrize_minutes,
+        mem_mb=symmetrized_mem_mb,
     params:
         samples=lambda wildcards: symmetrized_plan(wildcards).samples,
         chunk=lambda wildcards: symmetrized_plan(wildcards).chunk_size,

@@ -1,5 +1,4 @@
 # Helpers shared by the rules: config validation, the run table, resource estimates.
-import math
 import os
 import sys
 from pathlib import Path
@@ -21,8 +20,7 @@ import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.pilot import PilotRows
-from vitnqs.plan import job_memory_mb, plan_run, plan_symmetrized, step_seconds
-from vitnqs.plan import runtime_minutes as plan_runtime
+from vitnqs import plan
 from vitnqs.sweeps import (
     in_sweep,
     preset,
@@ -33,7 +31,6 @@ from vitnqs.sweeps import (
 )
 
 import hashlib
-from dataclasses import replace
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -88,7 +85,6 @@ def plan_version(plan):
 # A preset with one thread per run gets one: XLA's CPU thread pool takes every core by
 # default, so runs side by side would oversubscribe them.
 XLA_THREAD_FLAGS = XLA_ONE_THREAD if PRESET["threads"] == 1 else ""
-TIMED_STEPS = 10  # per run of the fig3 sweep, after its compilation step
 
 
 def every_core():
@@ -180,11 +176,9 @@ def site_resource(name, default=None):
 
 
 MAX_RUNTIME = site_resource("max_runtime")  # None: no cap (local runs)
-if MAX_RUNTIME is not None and not (isinstance(MAX_RUNTIME, int) and MAX_RUNTIME >= 2):
-    raise WorkflowError(
-        f"default-resources: max_runtime must be a number of minutes >= 2 "
-        f"(the GPU partition's MaxTime), got {MAX_RUNTIME!r}"
-    )
+MAX_RUNTIME_ERROR = plan.max_runtime_error(MAX_RUNTIME)
+if MAX_RUNTIME_ERROR is not None:
+    raise WorkflowError(MAX_RUNTIME_ERROR)
 GPU_PARTITION = site_resource("gpu_partition")
 GPU_TYPE = site_resource("gpu_type")
 # The pilot's measurements (snakemake pilot), where they apply to this setup: they size
@@ -237,26 +231,28 @@ def refuse_cluster_run_without_preset():
         )
 
 
-# Time of an optimization job: the run's projection (vitnqs.plan.runtime_minutes: the
-# pilot's measurement where results/<preset>/tables/pilot.csv has this run on this setup,
-# else the paper's A100 timings scaled), `attempt` times (in case this GPU is slower),
-# never more than the site's cap: a longer run goes on over several jobs, each stopped
-# by SLURM's warning with a checkpoint, each resumed by the next.
+# The jobs' requests: every number is vitnqs.plan's; these helpers only translate a
+# job's wildcards into its RunConfig and pass the setup (OPTIONS, the site's cap
+# MAX_RUNTIME, the pilot's rows PILOT) on.
 def run_config(wildcards):
     """The RunConfig of the run named by the wildcard."""
     return RunConfig.from_row(run_settings(wildcards))
 
 
+# Time of an optimization job: the run's projection (vitnqs.plan.runtime_minutes: the
+# pilot's measurement where results/<preset>/tables/pilot.csv has this run on this setup,
+# else the paper's A100 timings scaled), `attempt` times (in case this GPU is slower),
+# never more than the site's cap: a longer run goes on over several jobs, each stopped
+# by SLURM's warning with a checkpoint, each resumed by the next.
 def runtime_minutes(wildcards, attempt):
     config = run_config(wildcards)
-    return plan_runtime(
+    return plan.runtime_minutes(
         config, OPTIONS.n_devices, attempt, MAX_RUNTIME, PILOT.get(config)
     )
 
 
-# Jobs the longest run needs under the cap, plus 2 for failures and preemptions. Retries
-# belong to the Snakemake that submits jobs: inside a cluster job (remote execution)
-# they would rerun the rule in an allocation that is about to end.
+# Retries belong to the Snakemake that submits jobs: inside a cluster job (remote
+# execution) they would rerun the rule in an allocation that is about to end.
 def optimize_retries():
     if workflow.remote_exec:
         return 0
@@ -264,49 +260,74 @@ def optimize_retries():
 
 
 def optimize_retries_of_the_sweep():
-    """The optimize rule's retries as the submitting Snakemake sets them."""
-    longest = max(
-        plan_runtime(c, OPTIONS.n_devices, 1, None, PILOT.get(c)) for c in RUN_CONFIGS
+    """The optimize rule's retries as the submitting Snakemake sets them (vitnqs.plan:
+    the jobs the longest run needs under the cap, plus some for failures)."""
+    rows = [PILOT.get(c) for c in RUN_CONFIGS]
+    return plan.run_retries(RUN_CONFIGS, OPTIONS.n_devices, MAX_RUNTIME, rows)
+
+
+# SLURM's warning before the time limit (the run checkpoints and exits 75): its signal
+# (SIGURG) and its timing are explained in vitnqs.plan (WARNING_SIGNAL, WARNING_SHARE).
+def slurm_warning(wildcards, attempt):
+    return plan.slurm_warning(runtime_minutes(wildcards, attempt))
+
+
+# Memory: the run plan's estimate (vitnqs.plan: the SR mode the run will choose for the
+# declared gpu_memory_gb, or the hungrier one where none is declared) with its margin.
+# On the host too: a conservative request for GPU runs.
+def mem_mb(wildcards, attempt):
+    config = run_config(wildcards)
+    run_plan = plan.plan_run(
+        config, OPTIONS, measured_bytes=PILOT.device_memory(config)
     )
-    jobs = 1 if MAX_RUNTIME is None else math.ceil(longest / MAX_RUNTIME)
-    return jobs - 1 + 2
-
-
-# SLURM's warning before the time limit (the run checkpoints and exits 75): a quarter
-# of the job's time, at most 5 minutes, so that it fits a short cap too. slurmctld acts
-# on time limits every 30 s: the warning comes N to N + 30 s before the limit and the
-# job ends at the first check after it, so the run has N to N + 30 s to finish; N is at
-# least those 30 s.
-# SIGURG, not SIGUSR1, and no "B:": SLURM signals every process of the job step, the
-# Snakemake process that runs the rule and its shell too; they ignore SIGURG (by
-# default) but die from SIGUSR1, which kills the run before it checkpoints. With "B:"
-# only the batch shell gets it, dies, and the job ends at once.
-def symmetrized_plan(wildcards):
-    """The symmetrized evaluation's samples, chunk and memory (vitnqs.plan)."""
-    return plan_symmetrized(run_config(wildcards), OPTIONS)
+    return plan.job_memory_mb(
+        run_plan.memory.total, run_plan.n_devices, PILOT.get(config)
+    )
 
 
 def pilot_minutes(wildcards, attempt):
     """Time of a pilot job: start-up and compilation, its steps at the run's rate."""
     config = run_config(wildcards)
-    seconds = step_seconds(config, OPTIONS.n_devices, PILOT.get(config)) * (
-        PILOT_STEPS + 1
+    return plan.pilot_minutes(
+        config,
+        OPTIONS.n_devices,
+        PILOT_STEPS,
+        attempt,
+        MAX_RUNTIME,
+        PILOT.get(config),
     )
-    return capped_minutes(attempt * (1.5 * seconds / 60 + 10))
 
 
-def slurm_warning(wildcards, attempt):
-    seconds = min(300, max(30, 60 * runtime_minutes(wildcards, attempt) // 4))
-    return f"--signal=URG@{seconds}"
+def symmetrized_plan(wildcards):
+    """The symmetrized evaluation's samples, chunk and memory (vitnqs.plan)."""
+    return plan.plan_symmetrized(run_config(wildcards), OPTIONS)
 
 
-# Memory: the run plan's estimate (vitnqs.plan: the SR mode the run will choose for the
-# declared gpu_memory_gb, or the hungrier one where none is declared) plus 20 %. On the
-# host too: a conservative request for GPU runs.
-def mem_mb(wildcards, attempt):
-    config = run_config(wildcards)
-    plan = plan_run(config, OPTIONS, measured_bytes=PILOT.device_memory(config))
-    return job_memory_mb(plan.memory.total, plan.n_devices, PILOT.get(config))
+def symmetrized_mem_mb(wildcards):
+    """Host memory of a symmetrized evaluation: its plan's estimate with the margin."""
+    return plan.job_memory_mb(symmetrized_plan(wildcards).memory.total, 1)
+
+
+def finetune_plan(wildcards):
+    """The symmetrized fine-tuning's samples, chunk and memory (vitnqs.plan: M samples
+    per step and an SR step on them; the evaluation's chunk)."""
+    return plan.plan_finetune(run_config(wildcards), OPTIONS)
+
+
+def finetune_mem_mb(wildcards):
+    """Host memory of the symmetrized fine-tuning: its own plan's estimate with the
+    margin."""
+    return plan.job_memory_mb(finetune_plan(wildcards).memory.total, 1)
+
+
+def symmetrize_minutes(wildcards, attempt):
+    """Time of a symmetrized evaluation: a fixed time per attempt, capped."""
+    return plan.attempt_minutes(plan.SYMMETRIZE_MINUTES, attempt, MAX_RUNTIME)
+
+
+def finetune_minutes(wildcards, attempt):
+    """Time of the symmetrized fine-tuning: a fixed time per attempt, capped."""
+    return plan.attempt_minutes(plan.FINETUNE_MINUTES, attempt, MAX_RUNTIME)
 
 
 # The site's GPU partition and model, where its profile names them (else the default
@@ -316,14 +337,9 @@ GPU_SITE_RESOURCES = {
     for key, value in (("slurm_partition", GPU_PARTITION), ("gpu_model", GPU_TYPE))
     if value is not None
 }
-# GPUs of an optimization job: a preset on the CPU asks for none (its jobs go to the
-# default partition) unless the config opts in (gpus_for_cpu_presets, e.g. to test a
-# cluster's GPU scheduling with CPU-sized runs).
-RUN_GPUS = (
-    OPTIONS.n_devices
-    if OPTIONS.device != "cpu" or config.get("gpus_for_cpu_presets", False)
-    else 0
-)
+# GPUs of an optimization job (vitnqs.plan.run_gpus): a preset on the CPU asks for none
+# (its jobs go to the default partition) unless the config opts in.
+RUN_GPUS = plan.run_gpus(OPTIONS, config.get("gpus_for_cpu_presets", False))
 
 
 def run_placement(gpus):
@@ -333,42 +349,23 @@ def run_placement(gpus):
     return {**GPU_SITE_RESOURCES, "gpu": gpus} if RUN_GPUS else {}
 
 
-def capped_minutes(minutes):
-    """A time request within the site's cap (max_runtime)."""
-    return int(minutes if MAX_RUNTIME is None else min(minutes, MAX_RUNTIME))
-
-
 # The jobs that time steps (step_times, benchmark_phases) run alone on one device, where
-# the runs run. Host memory: on a GPU the host holds little (the paper-size phase
-# benchmark on an H200 peaked at 4.2 GB); on the CPU the largest case's estimate.
-TIMING_GPU_HOST_MB = 8000
-
-
-def timing_mem_mb(configs, chunk, sr_modes=("auto",)):
-    """Host memory (MB) of a timing job over the run configurations it times."""
-    if OPTIONS.device != "cpu":
-        return TIMING_GPU_HOST_MB
-    largest = max(
-        plan_run(
-            c, replace(OPTIONS, chunk_size=chunk, sr_mode=mode, n_devices=1)
-        ).memory.total
-        for c in configs
-        for mode in sr_modes
-    )
-    return max(2000, int(1.2 * largest / 1e6))
-
-
+# the runs run; their host memory: vitnqs.plan.timing_memory_mb.
 def timing_configs():
     """The RunConfig of each run that step_times times."""
     return [RunConfig.from_row(row) for _, row in timing_plan(RUNS).iterrows()]
 
 
-def step_times_runtime(wildcards, attempt):
-    """Minutes of step_times: each timed run's steps (TIMED_STEPS and 2 to compile and
-    warm up) at the runs' estimated rate on one device, 2 minutes of start-up each."""
+def step_times_minutes(wildcards, attempt):
+    """Time of step_times: its runs' steps at their estimated rate on one device."""
     configs = timing_configs()
-    seconds = sum(step_seconds(c, 1, PILOT.get(c)) * (TIMED_STEPS + 2) for c in configs)
-    return capped_minutes(attempt * (1.5 * seconds / 60 + 2 * len(configs) + 10))
+    rows = [PILOT.get(c) for c in configs]
+    return plan.step_times_minutes(configs, rows, attempt, MAX_RUNTIME)
+
+
+def step_times_mem_mb(wildcards):
+    """Host memory of step_times (its runs one at a time, with the runs' chunk)."""
+    return plan.timing_memory_mb(timing_configs(), OPTIONS, OPTIONS.chunk_size)
 
 
 def benchmark_section():
@@ -381,19 +378,14 @@ def benchmark_section():
     return PRESET["benchmark"]
 
 
-def benchmark_configs():
-    """The largest case of the phase benchmark at each L (T5: the most parameters)."""
-    bench = benchmark_section()
-    return [
-        RunConfig(
-            attention="t5",
-            L=L,
-            J2=0.5,
-            samples=bench["samples"],
-            **{"layers": 4, **bench.get("model", {})},
-        )
-        for L in bench["L"]
-    ]
+def benchmark_minutes(wildcards):
+    """Time of benchmark_phases: the preset's budget and a margin, capped."""
+    return plan.benchmark_minutes(benchmark_section(), MAX_RUNTIME)
+
+
+def benchmark_mem_mb(wildcards):
+    """Host memory of benchmark_phases (its largest cases)."""
+    return plan.benchmark_memory_mb(benchmark_section(), OPTIONS)
 
 
 def benchmark_args(wildcards=None):

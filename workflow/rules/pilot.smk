@@ -16,7 +16,7 @@ rule pilot_run:
     threads: PRESET["threads"]
     resources:
         **run_placement(RUN_GPUS),
-        runtime=lambda wildcards, attempt: pilot_minutes(wildcards, attempt),
+        runtime=pilot_minutes,
         mem_mb=mem_mb,
     params:
         args=optimize_args,
