@@ -1,7 +1,7 @@
 """Optimizations on 4 x 4 reach the exact ground-state energy (ED) within a budget.
 
 The small-lattice settings (learning rate 0.1, diagonal shift 1e-2) are those of the
-`quick` preset; see the README ("Stability at small L") for why the paper's diagonal
+`quick` preset; see docs/physics.md ("Stability at small L") for why the paper's diagonal
 shift of 1e-4 is not used at this size.
 """
 
@@ -35,7 +35,7 @@ def test_factored_vit_converges_on_4x4_heisenberg(tmp_path):
     [
         (0.0, 512, 300, 2e-3),
         # measured: 5.3e-3 after 1000 steps (18 min on 2 idle cores); the 2e-3 asked for
-        # at J2 = 0.5 was not reached with the budgets tried (see README)
+        # at J2 = 0.5 was not reached with the budgets tried (see docs/physics.md)
         (0.5, 1024, 1000, 1e-2),
     ],
 )

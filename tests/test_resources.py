@@ -51,8 +51,8 @@ def test_connections_are_the_operators():
 
 
 def test_estimate_matches_the_measured_cpu_peaks():
-    # README: L = 6, d 60, 4 layers, M = 1024, chunk 256 on 2 CPU cores, peak RSS
-    # 6.8 GB (Factored) and 7.9 GB (T5), measured with NetKet's padded local energies
+    # docs/cluster.md ("Memory"): L = 6, d 60, 4 layers, M = 1024, chunk 256 on 2 CPU cores,
+    # peak RSS 6.8 GB (Factored) and 7.9 GB (T5), measured with NetKet's padded local energies
     for attention, measured in (("factored", 6.8e9), ("t5", 7.9e9)):
         config = RunConfig(attention, 6, 0.5, 4, samples=1024)
         padded = resources.run_memory(config, "explicit", 256, 1, "padded")

@@ -333,15 +333,8 @@ def test_every_preset_has_a_phase_benchmark(tmp_path):
     assert "the laptop preset has no benchmark section" in done.stdout + done.stderr
 
 
-def test_smoke_time_license_and_citation_agree():
-    """The smoke preset's wall time is the same in README.md and config.yaml; the licence
-    and the citation file exist and cite the paper."""
-    readme = (ROOT / "README.md").read_text()
-    (row,) = [line for line in readme.splitlines() if line.startswith("| `smoke` |")]
-    readme_minutes = re.search(r"(\d+) min", row.split("|")[-2]).group(1)
-    comment = (ROOT / "config.yaml").read_text()
-    config_minutes = re.search(r"`smoke` \(the same pipeline in about (\d+) minutes", comment)
-    assert config_minutes and config_minutes.group(1) == readme_minutes
+def test_license_and_citation():
+    """The licence and the citation file exist and cite the paper."""
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     paper = citation["preferred-citation"]
@@ -534,10 +527,17 @@ def test_cuda_lock_resolves_against_the_package_index():
     assert resolved == _lock("requirements-cuda.lock")
 
 
-def _readme_findings(preset):
-    """(claim, case) -> result of the findings table the README reports for a preset."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split(f"<!-- findings:{preset} -->")[1].split("<!-- /findings -->")[0]
+FINDINGS_BLOCKS = ROOT / "README.md"
+"""Where the generated findings tables are reported, between ``<!-- findings:<preset> -->``
+and ``<!-- /findings -->``."""
+
+
+def _reported_verdicts(preset):
+    """(claim, case) -> result (pass, fail, info) of the findings table reported for a
+    preset: verdicts only, never the numbers, which differ between machines."""
+    text = FINDINGS_BLOCKS.read_text()
+    (_, block) = text.split(f"<!-- findings:{preset} -->")
+    section = block.split("<!-- /findings -->")[0]
     rows = [line.split("|")[1:-1] for line in section.strip().splitlines()[2:]]
     return {(r[0].strip(), r[1].strip()): r[-1].strip() for r in rows}
 
@@ -555,5 +555,5 @@ def test_laptop_preset_findings_are_complete_and_match_the_readme(tmp_path, copy
         ACCURACY: 4, INDEPENDENCE: 2, IDENTITY_FIT: 1, COST: 2, SYMMETRIZED: 2
     }  # fmt: skip
     assert found["numbers"].notna().all() and not found["numbers"].str.contains("missing").any()
-    reported = _readme_findings("laptop")
+    reported = _reported_verdicts("laptop")
     assert found.set_index(["claim", "case"])["result"].to_dict() == reported

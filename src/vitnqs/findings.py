@@ -217,8 +217,8 @@ def stale_rows(runs: pd.DataFrame) -> list[dict[str, str]]:
     )
     return [
         {"claim": STALE, "case": f"{len(stale)} run(s)", "numbers": names, "result": "fail",
-         "criterion": f"every run made by results version {RESULTS_VERSION} (README: "
-         "'Results made by older code')"}
+         "criterion": f"every run made by results version {RESULTS_VERSION} (docs/"
+         "development.md: 'Results made by older code')"}
     ]  # fmt: skip
 
 
@@ -253,5 +253,5 @@ def findings(
 
 
 def findings_markdown(table: pd.DataFrame) -> str:
-    """The findings as a Markdown table (printed by the pipeline, copied into the README)."""
+    """The findings as a Markdown table (printed by the pipeline; copied into the README)."""
     return table.to_markdown(index=False) + "\n"

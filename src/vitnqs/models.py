@@ -7,7 +7,7 @@ All parameters are real and float64; ``log psi`` is complex. The arithmetic is f
 too unless ``dtype=jnp.float32`` (then parameters are rounded to float32 in every
 evaluation, and ``log psi`` is complex64).
 
-Choices where the paper is silent (also listed in the README):
+Choices where the paper is silent (also listed in docs/physics.md):
 
 * the query-key product is divided by the square root of the head size ``d // heads``;
 * the positional vector ``p`` of every head and layer has one entry per displacement on

@@ -8,10 +8,11 @@ parameters) :data:`JACOBIAN_COPIES` times, and the ``2M x 2M`` kernel: NetKet's
 chunk's Jacobian. The local energies add the activations of one chunk of samples times
 their connected configurations. Everything in float64.
 
-Checked against peaks measured on the CPU (README: L = 6, d 60, 4 layers, M = 1024,
-chunk 256, explicit: 7.9 GB measured (T5), 7.95 GB estimated; docs/performance.md for
-the other modes). :func:`memory_estimate` is the one place to change when the SR modes
-or the measurements change; :func:`vitnqs.plan.plan_run` picks the mode from it.
+Checked against peaks measured on the CPU (docs/cluster.md, "Memory": L = 6, d 60,
+4 layers, M = 1024, chunk 256, explicit: 7.9 GB measured (T5), 7.95 GB estimated;
+docs/performance.md for the other modes). :func:`memory_estimate` is the one place to
+change when the SR modes or the measurements change; :func:`vitnqs.plan.plan_run` picks
+the mode from it.
 This module imports no JAX at import time (the workflow sizes its requests with it).
 """
 
@@ -32,8 +33,8 @@ BUCKETS = 32
 configurations are spare slots, and a run compiles for the few multiples its non-zero
 share passes through."""
 JACOBIAN_COPIES = {"explicit": 2, "symmetric": 1}
-"""Arrays of the Jacobian's size an explicit mode holds at once (measured: README and
-docs/performance.md)."""
+"""Arrays of the Jacobian's size an explicit mode holds at once (measured: docs/cluster.md
+and docs/performance.md)."""
 FIT = 0.8
 """Share of a device's memory the estimate may fill (XLA's temporaries, fragmentation)."""
 
