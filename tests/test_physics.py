@@ -37,7 +37,7 @@ def test_displacements_on_the_two_by_two_grid_are_well_defined():
     # L = 4, b = 2: on the periodic 2 x 2 patch grid +1 and -1 are one displacement, so
     # the table is the group table of Z2 x Z2: symmetric, each of the n = 4 entries of p
     # once per row and column. Nothing is shared or double counted (issue 16: the
-    # Decoupled L = 4 point is an optimization collapse, see docs/issue16_decoupled_L4.md)
+    # Decoupled L = 4 point is an optimization collapse, see studies/collapse_L4/README.md)
     table = displacement_index(2)
     np.testing.assert_array_equal(table, [[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]])
     np.testing.assert_array_equal(table, table.T)

@@ -1,13 +1,13 @@
 """Issue 16: continue a collapsed 4 x 4 run with exact (full-sum) SR or Monte Carlo SR.
 
-    PYTHONPATH=src python benchmarks/collapse_escape_L4.py RUN_DIR exact 15
-    PYTHONPATH=src python benchmarks/collapse_escape_L4.py RUN_DIR 128 30
+    PYTHONPATH=src python studies/collapse_L4/collapse_escape_L4.py RUN_DIR exact 15
+    PYTHONPATH=src python studies/collapse_L4/collapse_escape_L4.py RUN_DIR 128 30
 
 Both use a constant lr of 0.1 and a shift of 1e-2, starting from the trained parameters
 of RUN_DIR (for instance one from collapse_probe_L4.py). ``exact`` uses the full-sum state
 and the dense QGT, about 10 s per step on one core. An integer M uses a kernel SR with M
 Metropolis samples. The exact relative error and participation ratio are printed.
-Results: docs/issue16_decoupled_L4.md.
+Results: studies/collapse_L4/README.md.
 """
 
 from __future__ import annotations

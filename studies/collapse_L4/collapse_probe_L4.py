@@ -1,13 +1,13 @@
 """Issue 16: one 4 x 4 run, then its trained state evaluated exactly (full sum, no noise).
 
-    PYTHONPATH=src python benchmarks/collapse_probe_L4.py decoupled 0 --steps 150
-    PYTHONPATH=src python benchmarks/collapse_probe_L4.py t5 1 --exact-sampler
+    PYTHONPATH=src python studies/collapse_L4/collapse_probe_L4.py decoupled 0 --steps 150
+    PYTHONPATH=src python studies/collapse_L4/collapse_probe_L4.py t5 1 --exact-sampler
 
 Prints the training trajectory (relative error, acceptance, sampled variance every 25
 steps) and, from a full sum over the 12,870 Sz = 0 states, the exact energy, the exact
 variance per site^2 and the participation ratio 1 / sum p^2 of |psi|^2 (the ground state:
 329). A collapsed run has a participation ratio of 5-100 and a small *sampled* variance
-next to a large exact one. Results: docs/issue16_decoupled_L4.md.
+next to a large exact one. Results: studies/collapse_L4/README.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# GPU check of the pipeline's code (see benchmarks/gpu_check.py for the sections).
+# GPU check of the pipeline's code (see gpu_check/gpu_check.py for the sections).
 #
-#   bash benchmarks/gpu_check.sh                 # on a GPU machine: writes into $OUT
-#   bash benchmarks/gpu_check.sh --device cpu    # toy size on the CPU (CI)
+#   bash gpu_check/gpu_check.sh                 # on a GPU machine: writes into $OUT
+#   bash gpu_check/gpu_check.sh --device cpu    # toy size on the CPU (CI)
 #
 # On a machine without NetKet (the lent GPU image has jax, flax and optax only, and no
 # network), the wheels in .whl/ are installed into /tmp/site first; make them with
-# `bash benchmarks/gpu_check.sh --download-wheels` where PyPI is reachable.
+# `bash gpu_check/gpu_check.sh --download-wheels` where PyPI is reachable.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,9 +42,9 @@ export PYTHONUNBUFFERED=1
         # flax.nnx, which NetKet imports (we use flax.linen only), may not match the
         # image's jax (jax 0.11.2 with flax 0.12.9: 'hijax' has no 'HiPrimitive')
         echo "flax.nnx does not import here: $(tail -1 /tmp/flax_nnx.err); using the shim"
-        mkdir -p /tmp/compat && cp benchmarks/flax_nnx_compat.py /tmp/compat/sitecustomize.py
+        mkdir -p /tmp/compat && cp gpu_check/flax_nnx_compat.py /tmp/compat/sitecustomize.py
         export PYTHONPATH="/tmp/compat:$PYTHONPATH"
     fi
-    "$PYTHON" benchmarks/gpu_check.py --out "$OUT" "$@"
+    "$PYTHON" gpu_check/gpu_check.py --out "$OUT" "$@"
 } 2>&1 | tee "$OUT/log.txt"
 exit "${PIPESTATUS[0]}"

@@ -1,6 +1,6 @@
 """GPU check of the pipeline's code: devices, the pilot, local energies, 30 steps, phases.
 
-Run by ``benchmarks/gpu_check.sh`` (which installs what the machine lacks); each
+Run by ``gpu_check/gpu_check.sh`` (which installs what the machine lacks); each
 section writes its files into ``--out`` as soon as they are done, so a run cut short by
 a time limit still returns the first ones. The sections, in their default order (name
 any of them with ``--sections``, comma-separated; each stops at the ``--minutes``
