@@ -87,3 +87,17 @@ def test_the_schema_defaults_are_the_packages():
 
     schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]
     assert schema["pilot_steps"]["default"] == PILOT_STEPS
+
+
+def test_the_schema_holds_the_limits_of_the_run_settings():
+    """The config schema refuses what RunConfig refuses: one set of limits."""
+    import yaml
+
+    from vitnqs.config import J2_MAX, MAX_SEED, MIN_SAMPLES
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    defs = schema["$defs"]
+    assert defs["seeds"]["items"]["maximum"] == MAX_SEED
+    assert defs["hyperparameters"]["properties"]["samples"]["minimum"] == MIN_SAMPLES
+    assert defs["sweep"]["properties"]["J2"]["items"]["maximum"] == J2_MAX
+    assert defs["sweep"]["properties"]["L"]["items"]["multipleOf"] == 2

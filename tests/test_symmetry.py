@@ -31,7 +31,7 @@ from vitnqs.physics import (
     infinite_temperature_energy,
     j1j2_hamiltonian,
 )
-from vitnqs.rundir import load_run
+from vitnqs.rundir import PARAMS, load_run, vouch
 from vitnqs.symmetry import (
     SymmetrizedWF,
     patch_coset_permutations,
@@ -196,7 +196,7 @@ def test_monte_carlo_symmetrized_energy_agrees_with_full_sum(tmp_path):
     # a run's summary holds every field of its RunConfig (load_run reads them all)
     config = dataclasses.asdict(RunConfig("t5", L, 0.5, 1, d=8, heads=2, b=2))
     summary = {"config": config, "energy": -0.3, "energy_error": 0.01, "energy_variance": 0.02,
-               "median_step_time_s": 0.5}  # fmt: skip
+               "median_step_time_s": 0.5, "files": vouch(tmp_path, None, (PARAMS,))}  # fmt: skip
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     result = evaluate_symmetrized(tmp_path, samples=1024, seed=0)
 
@@ -249,7 +249,8 @@ def test_load_run_restores_the_trained_network(tmp_path):
     (tmp_path / "params.msgpack").write_bytes(flax.serialization.to_bytes(params))
     # a run's summary holds every field of its RunConfig
     config = dataclasses.asdict(RunConfig("decoupled", L, 0.0, 1, d=8, heads=2, b=2))
-    (tmp_path / "summary.json").write_text(json.dumps({"config": config}))
+    files = vouch(tmp_path, None, (PARAMS,))  # what a summary vouches for
+    (tmp_path / "summary.json").write_text(json.dumps({"config": config, "files": files}))
     summary, loaded_model, loaded = load_run(tmp_path)
     sigma = _configs(L, 4, seed=12)
     assert loaded_model == model and summary["config"] == config
@@ -313,7 +314,8 @@ def _fake_run(path, attention="factored", seed=13):
     config = dataclasses.asdict(
         RunConfig(attention, L, 0.0, 1, d=8, heads=2, b=2, samples=32, diag_shift=1e-3)
     )
-    summary = {"config": config, "energy": -0.6, "energy_error": 0.01, "energy_variance": 0.01}
+    summary = {"config": config, "energy": -0.6, "energy_error": 0.01, "energy_variance": 0.01,
+               "files": vouch(path, None, (PARAMS,))}  # fmt: skip
     (path / "summary.json").write_text(json.dumps(summary))
     return path
 

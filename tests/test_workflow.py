@@ -54,6 +54,10 @@ def test_shipped_config_is_valid_and_shares_runs():
         ({"presets.quick.hyperparameters.stepz": 3}, "'stepz' was unexpected"),
         ({"presets.quick.sweeps.fig3.attention": ["t5", "linear"]}, "'linear' is not one of"),
         ({"presets.quick.hyperparameters.steps": -5}, "-5 is less than the minimum of 1"),
+        ({"presets.quick.sweeps.fig4.L": [3]}, "3 is not a multiple of 2"),
+        ({"presets.quick.sweeps.fig4.J2": [1e300]}, "1e+300 is greater than the maximum of 10"),
+        ({"presets.quick.seeds": [2**70]}, "is greater than the maximum of 9223372036854775807"),
+        ({"presets.quick.hyperparameters.samples": 1}, "1 is less than the minimum of 16"),
         ({"preset": "huge"}, "'huge' is not one of ['paper', 'laptop', 'quick', 'smoke']"),
         ({"presets.quick.sweeps.fig4.J2": [-0.5]}, "-0.5 is less than the minimum of 0"),
         ({"presets.quick.device": "tpu"}, "'tpu' is not one of ['gpu', 'cpu', 'auto']"),
@@ -471,6 +475,24 @@ def test_nothing_to_do_after_the_run_and_plot_code_changes_rerun_only_plots(smok
     assert _job_counts(done.stdout) == {"fig2": 1, "fig3": 1, "fig4": 1, "fig5": 1, "all": 1}
     done = _snakemake(smoke, "--cores", "1", "figures/smoke/fig3.pdf", "--config", "preset=smoke")
     assert done.returncode == 0 and "rule optimize" not in done.stdout + done.stderr
+
+
+def test_a_cut_history_is_redone_not_read(smoke):
+    """A finished run's history cut by a line: the next `snakemake all` reruns the run's job
+    (it restores the files from the checkpoint) and builds no table from the cut file."""
+    run = next(p for p in sorted((smoke / "results/runs").iterdir()) if "t5" in p.name)
+    history = run / "history.csv"
+    full = history.read_text()
+    history.write_text("".join(full.splitlines(keepends=True)[:-1]))
+    done = _snakemake(smoke, "--cores", "2", "all", "--config", "preset=smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{run.name}/history.csv has" in done.stderr and "runs again" in done.stderr
+    assert _job_counts(done.stdout + done.stderr).get("optimize") == 1
+    assert history.read_text() == full
+    steps = CONFIG["presets"]["smoke"]["hyperparameters"]["steps"]
+    collected = pd.read_csv(smoke / "results/smoke/tables/history.csv")
+    mine = collected[collected["attention"] == "t5"]
+    assert len(mine) == steps and mine["energy_error"].notna().all()
 
 
 def test_report(smoke):

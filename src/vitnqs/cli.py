@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from vitnqs.config import (
     DEVICES,
     FIELD_CHOICES,
     LOCAL_ENERGY_MODES,
+    MAX_SEED,
+    MIN_SAMPLES,
     NETWORK_DTYPES,
     PAPER_MODEL,
     SR_MODES,
@@ -22,10 +25,12 @@ from vitnqs.config import (
     RunOptions,
     field_help,
 )
+from vitnqs.plan import EVAL_CHAIN_LENGTH
 from vitnqs.stops import (
     EXIT_BAD_INPUT,
     EXIT_BAD_SETUP,
     EXIT_BUSY,
+    EXIT_DAMAGED_RUN,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
     EXIT_IO,
@@ -111,61 +116,34 @@ def _config_and_options(args: argparse.Namespace) -> tuple[RunConfig, RunOptions
     return config, RunOptions(**given, progress=not args.quiet, reference_file=reference)
 
 
-def _checked_run(args: argparse.Namespace) -> tuple[RunConfig, RunOptions] | int:
+def _checked_run(args: argparse.Namespace) -> tuple[RunConfig, RunOptions]:
     """The run and options of a command, validated, its devices configured.
 
-    Returns the exit code of bad input instead, with the message printed.
+    Raises:
+        FieldError: naming the first invalid field (exit code 2, :func:`_guarded`).
+
     """
     config, options = _config_and_options(args)
-    try:
-        config.validate()
-        options.validate(config)
-    except FieldError as error:
-        print(f"vitnqs {args.command}: error: {error.flagged()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    config.validate()
+    options.validate(config)
     devices.configure(options.device, options.n_devices)
     return config, options
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from vitnqs.checkpoint import RunDirBusy
-    from vitnqs.plan import MemoryRefused
     from vitnqs.rundir import read_finished
 
-    checked = _checked_run(args)
-    if isinstance(checked, int):
-        return checked
-    config, options = checked
+    config, options = _checked_run(args)
     # NetKet starts JAX's backends when imported, after which the platform and the
     # number of CPU devices are fixed: choose them first, and refuse a machine that
     # cannot run the run within seconds, before NetKet loads (a finished run needs none)
-    try:
-        with StopSignals() as signals:  # SIGTERM before summary.json is written: exit 75
-            used = None
-            if read_finished(config, Path(args.out)) is None:
-                used = devices.require_device(options.device, options.n_devices)
-            from vitnqs.optimize import optimize
+    used = None
+    if read_finished(config, Path(args.out)) is None:
+        used = devices.require_device(options.device, options.n_devices)
+    args.signals.check("during start-up")
+    from vitnqs.optimize import optimize
 
-            optimize(config, args.out, options, used, signals)
-    except FieldError as error:
-        print(f"vitnqs optimize: error: {error.flagged()}", file=sys.stderr)
-        return EXIT_BAD_SETUP if isinstance(error, MemoryRefused) else EXIT_BAD_INPUT
-    except devices.DeviceError as error:
-        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
-        return EXIT_BAD_SETUP
-    except RunDirBusy as error:
-        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
-        return EXIT_BUSY
-    except Interrupted as error:
-        print(f"[vitnqs] {error}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Diverged as error:
-        print(f"vitnqs optimize: error: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except OSError as error:  # a full disk, a read-only directory
-        where = error.filename or args.out
-        print(f"vitnqs optimize: error: {where}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_IO
+    optimize(config, args.out, options, used, args.signals)
     return 0
 
 
@@ -191,23 +169,13 @@ def _pilot(args: argparse.Namespace) -> int:
     import pandas as pd
 
     if args.timed_steps < 1:
-        print(
-            f"vitnqs pilot: error: --timed-steps: must be >= 1 (got {args.timed_steps})",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    checked = _checked_run(args)
-    if isinstance(checked, int):
-        return checked
-    config, options = checked
-    try:
-        devices.require_device(options.device, options.n_devices)
-    except devices.DeviceError as error:
-        print(f"vitnqs pilot: error: {error}", file=sys.stderr)
-        return EXIT_BAD_SETUP
+        raise FieldError("timed_steps", f"must be >= 1 (got {args.timed_steps})")
+    config, options = _checked_run(args)
+    devices.require_device(options.device, options.n_devices)
+    args.signals.check("during start-up")
     from vitnqs.pilot import pilot
 
-    row = pilot(config, options, args.timed_steps)
+    row = pilot(config, options, args.timed_steps, args.signals)
     pd.DataFrame([row]).to_csv(args.out, index=False)
     print(pd.Series(row).to_string())
     return 0
@@ -268,7 +236,16 @@ def _symmetrize(args: argparse.Namespace) -> int:
     from vitnqs import files
     from vitnqs.evaluation import evaluate_symmetrized
 
-    result = evaluate_symmetrized(args.run_dir, args.samples, args.seed, args.chunk_size)
+    _check_positive(args, "chunk_size")
+    _check_seed(args.seed)
+    minimum = EVAL_CHAIN_LENGTH * MIN_SAMPLES
+    if args.samples is not None and args.samples < minimum:
+        raise FieldError(
+            "samples", f"must be >= {minimum} ({MIN_SAMPLES} chains of {EVAL_CHAIN_LENGTH})"
+        )
+    _finished_run_dir(args.run_dir)
+    with args.signals.immediate():  # nothing to save: a rerun repeats the evaluation
+        result = evaluate_symmetrized(args.run_dir, args.samples, args.seed, args.chunk_size)
     files.write_atomic(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(
         f"[vitnqs] symmetrized E/N = {result['energy']:.6f} +- {result['energy_error']:.6f} "
@@ -297,9 +274,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> int:
     from vitnqs.finetune import finetune_symmetrized
 
+    _check_positive(args, "steps", "chunk_size")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise FieldError("lr", f"must be finite and > 0 (got {args.lr})")
+    _finished_run_dir(args.run_dir)
     entry = finetune_symmetrized(
-        args.run_dir, args.out, args.steps, lr=args.lr, chunk_size=args.chunk_size
-    )
+        args.run_dir, args.out, args.steps, lr=args.lr, chunk_size=args.chunk_size,
+        signals=args.signals,
+    )  # fmt: skip
     last = entry["history"][-1]
     print(
         f"[vitnqs] fine-tuned {entry['steps_done']} steps: E/N = {last['energy']:.6f} +- "
@@ -307,6 +289,27 @@ def _finetune(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check_positive(args: argparse.Namespace, *names: str) -> None:
+    """Refuse a non-positive integer option (``None``: not given)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise FieldError(name, f"must be a positive integer (got {value})")
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise FieldError("seed", f"must be an integer from 0 to 2**63 - 1 (got {seed})")
+
+
+def _finished_run_dir(run_dir: str) -> None:
+    """Refuse a directory that holds no finished run (nothing to evaluate there)."""
+    from vitnqs.rundir import SUMMARY
+
+    if not (Path(run_dir) / SUMMARY).exists():
+        raise FieldError("run_dir", f"{run_dir} holds no finished run (no {SUMMARY})")
 
 
 def _add_reference(sub: argparse._SubParsersAction) -> None:
@@ -675,10 +678,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+def _guarded(args: argparse.Namespace) -> int:
+    """Run a command's handler; every failure the commands share ends in its exit code.
+
+    The same codes for every command (``vitnqs.stops``): bad input 2 (naming the field),
+    diverged 3, a damaged finished run 65, busy 73, a file error 74 (naming the file),
+    interrupted 75, a machine that cannot run it 78.
+    """
+    from vitnqs.checkpoint import RunDirBusy
+    from vitnqs.plan import MemoryRefused
+    from vitnqs.rundir import DamagedRun
+
+    error_line = f"vitnqs {args.command}: error:"
+    try:
+        return args.handler(args)
+    except MemoryRefused as error:
+        print(f"{error_line} {error.flagged()}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    except FieldError as error:
+        print(f"{error_line} {error.flagged()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except devices.DeviceError as error:
+        print(f"{error_line} {error}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    except RunDirBusy as error:
+        print(f"{error_line} {error}", file=sys.stderr)
+        return EXIT_BUSY
+    except Interrupted as error:
+        print(f"[vitnqs] {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Diverged as error:
+        print(f"{error_line} {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except DamagedRun as error:
+        print(f"{error_line} {error}", file=sys.stderr)
+        return EXIT_DAMAGED_RUN
+    except OSError as error:  # a full disk, a read-only directory
+        where = error.filename or getattr(args, "out", None) or "?"
+        print(f"{error_line} {where}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_IO
+
+
+def main(argv: Sequence[str] | None = None, signals: StopSignals | None = None) -> int:
+    """Entry point; returns the process exit code.
+
+    Args:
+        argv: the arguments (default: the process's).
+        signals: stop-signal handlers already installed (``python -m vitnqs`` installs
+            them first thing, :mod:`vitnqs.__main__`); installed here if not.
+
+    """
+    if signals is None:
+        with StopSignals() as signals:
+            return main(argv, signals)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.signals = signals
     if args.command in TIMING_COMMANDS:
         # like a run (the optimize handler): the device before NetKet loads, then the guard
         devices.configure(args.device)
@@ -688,4 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except devices.DeviceError as error:
                 print(f"vitnqs {args.command}: error: {error}", file=sys.stderr)
                 return EXIT_BAD_SETUP
-    return args.handler(args)
+    try:
+        signals.check("during start-up")
+    except Interrupted as error:
+        print(f"[vitnqs] {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _guarded(args)

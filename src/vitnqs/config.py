@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import math
 import numbers
 import textwrap
@@ -61,6 +62,15 @@ runs record it in ``summary.json`` and the tables flag runs made by an older one
 not a run setting: it never renames a run directory. 1: runs before it was recorded."""
 PAPER_MODEL = {"d": 60, "heads": 10, "b": 2, "layers": 4}
 """The paper's ViT (Table 1): embedding dimension, heads, patch size, encoder blocks."""
+J2_MAX = 10.0
+"""Largest J2 accepted (J1 = 1 sets the scale): the exact diagonalization and the
+literature's references cover the frustrated range around 0.5; far beyond it the
+Lanczos solver of the reference overflows (J2 = 1e308)."""
+MAX_SEED = 2**63 - 1
+"""Largest seed: JAX's and NumPy's seeds are 64-bit integers (``2**63`` overflows)."""
+MIN_SAMPLES = 16
+"""Fewest samples (= Markov chains) per step: below it an error bar from the chains means
+nothing (with 1 or 2 samples the variance is 0 and the error NaN)."""
 
 
 FLAGS = {"reference_file": "--reference"}
@@ -107,6 +117,8 @@ def validate_architecture(attention: str, L: int, layers: int, d: int, heads: in
             raise ConfigError(name, f"must be a positive integer (got {value!r})")
     if L % b:
         raise ConfigError("L/b", f"L={L} is not divisible by the patch size b={b}")
+    if L % 2:
+        raise ConfigError("L", f"{L} x {L} = {L * L} sites cannot hold total Sz = 0; use an even L")
     if d % heads:
         raise ConfigError("d/heads", f"d={d} is not divisible by heads={heads}")
 
@@ -156,7 +168,12 @@ class RunConfig:
         """Raise :class:`ConfigError` naming the first invalid field."""
         validate_architecture(self.attention, self.L, self.layers, self.d, self.heads, self.b)
         checks = [
-            ("samples", self.samples, _is_int(self.samples) and self.samples > 0, "> 0"),
+            (
+                "samples",
+                self.samples,
+                _is_int(self.samples) and self.samples >= MIN_SAMPLES,
+                f">= {MIN_SAMPLES} (one sample per Markov chain; fewer give no error bar)",
+            ),
             ("steps", self.steps, _is_int(self.steps) and self.steps > 0, "> 0"),
             ("lr", self.lr, _is_finite(self.lr) and self.lr > 0, "finite and > 0"),
             (
@@ -165,8 +182,18 @@ class RunConfig:
                 _is_finite(self.diag_shift) and self.diag_shift > 0,
                 "finite and > 0",
             ),
-            ("J2", self.J2, _is_finite(self.J2) and self.J2 >= 0, "finite and >= 0"),
-            ("seed", self.seed, _is_int(self.seed) and self.seed >= 0, ">= 0"),
+            (
+                "J2",
+                self.J2,
+                _is_finite(self.J2) and 0 <= self.J2 <= J2_MAX,
+                f"between 0 and {J2_MAX:g} (J1 = 1)",
+            ),
+            (
+                "seed",
+                self.seed,
+                _is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+                f"an integer from 0 to 2**63 - 1 = {MAX_SEED}",
+            ),
         ]
         for name, value, ok, allowed in checks:
             if not ok:
@@ -256,6 +283,8 @@ class RunOptions:
             raise ConfigError("gpu_memory_gb", f"must be finite and > 0 (got {memory!r})")
         if config is None:
             return
+        if self.reference_file is not None:
+            read_reference_file(self.reference_file, config)
         if config.samples % self.n_devices:
             raise ConfigError(
                 "samples/n_devices",
@@ -271,6 +300,49 @@ class RunOptions:
                     f"({config.samples} samples over {self.n_devices} device(s)); use a "
                     "divisor of it",
                 )
+
+
+REFERENCE_KEYS = ("L", "J2", "energy")
+"""Keys every reference file holds (``vitnqs reference``); with an energy also
+``uncertainty``, ``kind`` and ``source``."""
+
+
+def read_reference_file(path: Path, config: RunConfig) -> dict[str, Any]:
+    """The record of a reference-energy file (``vitnqs reference``), checked against a run.
+
+    Raises:
+        ConfigError: naming ``reference_file`` when the file cannot be read, is not such a
+            record, or is for another lattice or J2.
+
+    """
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ConfigError("reference_file", f"cannot read {path}: {error}") from None
+    keys = REFERENCE_KEYS
+    if isinstance(record, dict) and record.get("energy") is not None:
+        keys = (*keys, "uncertainty", "kind", "source")
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise ConfigError(
+            "reference_file",
+            f"{path} is not a reference file of `vitnqs reference` (missing {', '.join(missing)})",
+        )
+    if (
+        record["L"] != config.L
+        or not _is_finite(record["J2"])
+        or abs(record["J2"] - config.J2) > 1e-12
+    ):
+        raise ConfigError(
+            "reference_file",
+            f"{path} is for L={record['L']}, J2={record['J2']}, not L={config.L}, J2={config.J2}",
+        )
+    energy = record["energy"]
+    if energy is not None and not (_is_finite(energy) and _is_finite(record["uncertainty"])):
+        raise ConfigError(
+            "reference_file", f"{path}: the energy and its uncertainty must be numbers"
+        )
+    return record
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -17,17 +18,26 @@ def write_atomic(path: Path, data: bytes, previous: Path | None = None) -> None:
         data: the bytes to write.
         previous: if given, an existing ``path`` is first renamed to it.
 
+    Raises:
+        OSError: naming ``path`` (a full disk, a read-only directory); no temporary file
+            is left behind.
+
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if previous is not None and path.exists():
-        os.replace(path, previous)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 def fsync_dir(directory: Path) -> None:

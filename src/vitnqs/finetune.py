@@ -14,13 +14,13 @@ import flax
 import optax
 
 from vitnqs import checkpoint, files, measure
-from vitnqs.config import RunConfig, RunOptions
+from vitnqs.config import ConfigError, RunConfig, RunOptions
 from vitnqs.estimates import per_site
 from vitnqs.evaluation import SYMMETRIZED_EVAL_DISCARD, WARM_START_SWEEPS, warm_started_state
 from vitnqs.loop import StepMonitor, sr_driver
 from vitnqs.physics import j1j2_hamiltonian
 from vitnqs.plan import plan_finetune
-from vitnqs.rundir import CHECKPOINT, PARAMS, SUMMARY, load_run
+from vitnqs.rundir import CHECKPOINT, PARAMS, SUMMARY, load_run, vouch
 from vitnqs.stops import StopSignals
 
 FINETUNE_HISTORY = ("energy", "energy_error", "energy_variance")
@@ -96,7 +96,7 @@ def finetune_symmetrized(
         if payload is not None:
             stored = {k: v for k, v in payload["settings"].items() if k != "steps"}
             if stored != {k: v for k, v in settings.items() if k != "steps"}:
-                raise ValueError(f"{out} holds a fine-tuning with other settings: {stored}")
+                raise ConfigError("out", f"{out} holds a fine-tuning with other settings: {stored}")
             settings["steps"] = max(steps, int(payload["settings"]["steps"]))
         rows = {} if payload is None else payload["history"]
         history = [dict(rows[key]) for key in sorted(rows, key=int)]
@@ -155,6 +155,6 @@ def finetune_symmetrized(
             out / PARAMS,
             flax.serialization.to_bytes(driver.state.parameters["module"]),
         )
-        record_summary = {**summary, "finetune": entry}
+        record_summary = {**summary, "finetune": entry, "files": vouch(out, None, (PARAMS,))}
         files.write_atomic(out / SUMMARY, (json.dumps(record_summary, indent=2) + "\n").encode())
     return entry

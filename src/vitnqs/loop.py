@@ -10,6 +10,7 @@ the next step boundary when a signal arrives (:class:`~vitnqs.stops.StopSignals`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import netket as nk
+import numpy as np
 import optax
 from netket.callbacks import AbstractCallback
 from netket.utils import struct
@@ -100,6 +102,34 @@ def build_driver(
         config.diag_shift,
         plan,
     )
+
+
+def divergence(energy: float, parameters: Any, bounds: tuple[float, float]) -> str | None:
+    """What went wrong with a step, or ``None``: the guard of every run loop.
+
+    Args:
+        energy: the step's energy per site, of the parameters it started from.
+        parameters: the parameters after its update.
+        bounds: the rigorous bounds of the energy per site
+            (:func:`vitnqs.physics.energy_bounds`).
+
+    """
+    lower, upper = bounds
+    if not math.isfinite(energy):
+        return f"the energy became non-finite ({energy})"
+    if not all(bool(np.isfinite(x).all()) for x in jax.tree_util.tree_leaves(parameters)):
+        return "the parameters became non-finite after the update"
+    if energy < lower:
+        return (
+            f"the energy per site {energy:.4f} fell below the rigorous bound "
+            f"{lower:.4f} (exploding estimate)"
+        )
+    if energy > upper:
+        return (
+            f"the energy per site {energy:.4g} rose above the rigorous bound "
+            f"{upper:.4f} (exploding state)"
+        )
+    return None
 
 
 StepHook = Callable[[int, dict, Any, float], None]

@@ -32,10 +32,10 @@ import numpy as np
 import optax
 
 from vitnqs import checkpoint, devices, files, measure
-from vitnqs.config import RESULTS_VERSION, ConfigError, RunConfig, RunOptions
+from vitnqs.config import RESULTS_VERSION, RunConfig, RunOptions, read_reference_file
 from vitnqs.estimates import per_site
 from vitnqs.evaluation import PLAIN_EVAL_DISCARD, final_evaluation
-from vitnqs.loop import StepMonitor, build_driver, lr_schedule
+from vitnqs.loop import StepMonitor, build_driver, divergence, lr_schedule
 from vitnqs.physics import energy_bounds
 from vitnqs.plan import EVAL_CHAIN_LENGTH, RunPlan, plan_run
 from vitnqs.progress import Progress
@@ -50,10 +50,15 @@ from vitnqs.rundir import (
     SUMMARY,
     check_same_run,
     read_finished,
+    vouch,
     write_history,
 )
 from vitnqs.stops import Diverged, StopSignals
 
+UNRECORDED_CHECKPOINT_VERSION = 1
+"""The results version assumed for a checkpoint that records none (written before
+checkpoints recorded it): the oldest, so that a run resumed from it is never stamped
+current."""
 MAX_REMEDIES = 2
 """A diverged run is resumed at most this many times, each time from its last good
 checkpoint with half the learning rate; one more divergence stops it for good."""
@@ -71,6 +76,7 @@ class _Run:
         self.elapsed_before = 0.0  # wall time of earlier invocations
         self.started = time.perf_counter()
         self.checkpoint_step: int | None = None  # the step of the current checkpoint file
+        self.results_versions = [RESULTS_VERSION]  # of the code of every part of the run
         self.schedule = lr_schedule(config, factor)
         self.energy_bounds = energy_bounds(config.L, config.J2)
         self.progress = Progress(config.steps, enabled=options.progress)
@@ -85,6 +91,7 @@ class _Run:
                 "driver": flax.serialization.to_bytes(driver),
                 "history": {c: [row[c] for row in self.history] for c in HISTORY_COLUMNS},
                 "elapsed": self.elapsed(),
+                "results_versions": self.results_versions,
             },
         )
         self.checkpoint_step = driver.step_count
@@ -97,6 +104,8 @@ class _Run:
         n = len(columns["step"])
         self.history = [{c: float(columns[c][i]) for c in HISTORY_COLUMNS} for i in range(n)]
         self.elapsed_before = float(payload["elapsed"])
+        written_by = payload.get("results_versions", [UNRECORDED_CHECKPOINT_VERSION])
+        self.results_versions = sorted({*map(int, written_by), RESULTS_VERSION})
         if driver.step_count != n:
             raise checkpoint.CheckpointError(
                 f"checkpoint holds step {driver.step_count} but {n} history rows"
@@ -111,7 +120,7 @@ class _Run:
         """The step's row in the history, after the divergence guard."""
         stats = log_data["Energy"]
         energy, error, variance = per_site(stats, self.config.n_sites)
-        problem = self.divergence(energy, driver.state.parameters)
+        problem = divergence(energy, driver.state.parameters, self.energy_bounds)
         if problem:
             raise Diverged(f"step {step}: {problem}")
         online = log_data.get("Energy_ema")
@@ -131,31 +140,6 @@ class _Run:
         write_history(self.out / HISTORY, [row])
         self.progress.update(row)
 
-    def divergence(self, energy: float, parameters: Any) -> str | None:
-        """What went wrong with a step, or ``None``.
-
-        Args:
-            energy: the step's energy, of the parameters it started from.
-            parameters: the parameters after its update.
-
-        """
-        lower, upper = self.energy_bounds
-        if not math.isfinite(energy):
-            return f"the energy became non-finite ({energy})"
-        if not all(bool(np.isfinite(x).all()) for x in jax.tree_util.tree_leaves(parameters)):
-            return "the parameters became non-finite after the update"
-        if energy < lower:
-            return (
-                f"the energy per site {energy:.4f} fell below the rigorous bound "
-                f"{lower:.4f} (exploding estimate)"
-            )
-        if energy > upper:
-            return (
-                f"the energy per site {energy:.4g} rose above the rigorous bound "
-                f"{upper:.4f} (exploding state)"
-            )
-        return None
-
 
 def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:
     """The learning-rate factor of a run's remedies, and its recorded divergences.
@@ -168,7 +152,7 @@ def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:
 
     """
     path = out / DIVERGENCES
-    records = json.loads(path.read_text()) if path.exists() else []
+    records = _read_divergences(path)
     if len(records) > MAX_REMEDIES:
         steps = ", ".join(str(r["step"]) for r in records)
         raise Diverged(
@@ -177,6 +161,32 @@ def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:
             f"raise diag_shift in config.yaml (a new run), or delete {path} to retry as is"
         )
     return 0.5 ** len(records), records
+
+
+def _read_divergences(path: Path) -> list[dict[str, Any]]:
+    """The recorded divergences of a run.
+
+    An unreadable record is set aside (renamed), like a corrupt checkpoint, and the run
+    goes on as if it had none.
+    """
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and {"step", "lr_factor"} <= r.keys() for r in records
+        ):
+            raise ValueError("not a list of divergence records")
+        return records
+    except (ValueError, UnicodeDecodeError) as error:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(path, aside)
+        print(
+            f"[vitnqs] WARNING: {path} is unreadable ({error}); moved it to {aside.name}: "
+            "the run goes on with the full learning rate",
+            file=sys.stderr,
+        )
+        return []
 
 
 def _record_divergence(run: _Run, error: Diverged, factor: float, records: list) -> str:
@@ -240,13 +250,8 @@ def _reference(config: RunConfig, path: Path | None) -> Reference | None:
     """The reference energy from ``path`` (checked to match the run) or computed now."""
     if path is None:
         return reference_energy(config.L, config.J2)
-    record = json.loads(Path(path).read_text())
-    if record["L"] != config.L or abs(record["J2"] - config.J2) > 1e-12:
-        raise ConfigError(
-            "reference_file",
-            f"{path} is for L={record['L']}, J2={record['J2']}, not L={config.L}, J2={config.J2}",
-        )
-    if record.get("energy") is None:
+    record = read_reference_file(path, config)
+    if record["energy"] is None:
         return None
     return Reference(record["energy"], record["uncertainty"], record["kind"], record["source"])
 
@@ -344,32 +349,37 @@ def _optimize(
     write_history(out / HISTORY, run.history, rewrite=True)  # drop rows past the checkpoint
 
     try:
-        with signals.deferred():
-            run.progress.start(driver.step_count)
-            monitor = StepMonitor(
-                run.step_end,
-                save=run.save,
-                signals=signals,
-                checkpoint_every=options.checkpoint_every,
-                where=out / CHECKPOINT,
-            )
-            driver.run(config.steps - driver.step_count, callback=monitor, show_progress=False)
+        run.progress.start(driver.step_count)
+        monitor = StepMonitor(
+            run.step_end,
+            save=run.save,
+            signals=signals,
+            checkpoint_every=options.checkpoint_every,
+            where=out / CHECKPOINT,
+        )
+        driver.run(config.steps - driver.step_count, callback=monitor, show_progress=False)
     except Diverged as error:
         remedy = _record_divergence(run, error, factor, divergences)
         raise Diverged(f"{error}; {remedy}") from None
     finally:
         run.progress.close()
 
+    # a signal during the last step: the checkpoint of the end is written (on_run_end)
+    signals.check(f"at the end of the steps (checkpoint written to {out / CHECKPOINT})")
     # All outputs again, in full: Snakemake deletes the outputs of a job that fails, also
     # of one that a second driver started on this directory while this run held the lock.
     files.write_atomic(out / INIT_PARAMS, init_params)
     write_history(out / HISTORY, run.history, rewrite=True)
     files.write_atomic(out / PARAMS, flax.serialization.to_bytes(driver.state.parameters))
-    (energy, error, variance), n_eval = final_evaluation(driver.state, driver._ham, config)
+    with signals.immediate():  # nothing to save: a rerun repeats the evaluation
+        (energy, error, variance), n_eval = final_evaluation(driver.state, driver._ham, config)
     reference = {} if run.reference is None else dataclasses.asdict(run.reference)
     summary = {
         "config": dataclasses.asdict(config),
-        "results_version": RESULTS_VERSION,
+        # the oldest code that computed a part of it: a run resumed from an older
+        # version's checkpoint is mixed, never current
+        "results_version": min(run.results_versions),
+        "results_versions": run.results_versions,
         "options": {
             "chunk_size": options.chunk_size,
             "checkpoint_every": options.checkpoint_every,
@@ -409,6 +419,8 @@ def _optimize(
         "memory_estimate_bytes": plan.memory.total,
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        # what the summary vouches for, checked by every reader (vitnqs.rundir)
+        "files": vouch(out, len(run.history)),
     }
     files.write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     print(

@@ -25,25 +25,43 @@ from vitnqs import measure
 from vitnqs.config import RESULTS_VERSION, RUN_COLUMNS, RunConfig, RunOptions
 from vitnqs.estimates import per_site
 from vitnqs.plan import PILOT_STEPS, job_memory_mb, runtime_minutes
+from vitnqs.stops import Diverged, StopSignals
 
 MEMORY_RISK = 0.85
 """A peak above this share of the device's memory is a risk."""
 ESTIMATE_TOLERANCE = 0.15
 """A peak further than this from the plan's estimate means the formula needs fixing."""
-VERDICTS = ("fits", "memory risk", "estimate off", "needs more jobs than retries", "not finite")
+VERDICTS = (
+    "fits",
+    "memory risk",
+    "estimate off",
+    "needs more jobs than retries",
+    "not finite",
+    "diverged",
+)
 """What :func:`verdicts` may say (``fits`` only when nothing else is said)."""
 KEY_COLUMNS = (*RUN_COLUMNS, "device_kind", "n_devices", "results_version")
 """What makes a pilot row apply to a job: the run, the device model, the devices per run
 and the version of the results."""
 
 
-def pilot(config: RunConfig, options: RunOptions, steps: int = PILOT_STEPS) -> dict[str, Any]:
+def pilot(
+    config: RunConfig,
+    options: RunOptions,
+    steps: int = PILOT_STEPS,
+    signals: StopSignals | None = None,
+) -> dict[str, Any]:
     """Time and check the first ``steps + 1`` steps of a run, as its job will run them.
+
+    The run's own divergence guard (:func:`vitnqs.loop.divergence`) watches every step:
+    a step that leaves the spectrum's bounds or turns non-finite ends the pilot early,
+    and its row says so (``diverged``).
 
     Args:
         config: the run (its full size: samples, model, schedule).
         options: how its job executes (device, GPUs, chunk), validated.
         steps: timed steps after the compiling one.
+        signals: the command's stop-signal handlers (a signal stops it at a step).
 
     Returns:
         One row: the run's settings, :data:`KEY_COLUMNS` and the measurements.
@@ -51,10 +69,13 @@ def pilot(config: RunConfig, options: RunOptions, steps: int = PILOT_STEPS) -> d
     """
     import jax
 
-    from vitnqs.loop import StepMonitor, build_driver
+    from vitnqs.loop import StepMonitor, build_driver, divergence
+    from vitnqs.physics import energy_bounds
     from vitnqs.plan import plan_run
 
     device = jax.devices()[0]
+    bounds = energy_bounds(config.L, config.J2)
+    problems: list[str] = []
     plan = plan_run(config, options, reported_bytes=measure.device_memory_bytes(device))
     clock, times, energies, errors, acceptances = measure.Stopwatch(), [], [], [], []
 
@@ -64,10 +85,17 @@ def pilot(config: RunConfig, options: RunOptions, steps: int = PILOT_STEPS) -> d
         errors.append(energy.error)
         acceptances.append(float(driver.state.sampler_state.acceptance))
         times.append(seconds)
+        problem = divergence(energy.mean, driver.state.parameters, bounds)
+        if problem:
+            problems.append(f"step {step}: {problem}")
+            raise Diverged(problems[-1])
 
     driver = build_driver(config, options, plan)
     build_s = clock.stop()
-    driver.run(steps + 1, callback=StepMonitor(record), show_progress=False)
+    try:
+        driver.run(steps + 1, callback=StepMonitor(record, signals=signals), show_progress=False)
+    except Diverged:
+        pass  # recorded: the row says where
     parameters = jax.tree_util.tree_leaves(driver.state.parameters)
     finite = bool(np.isfinite(energies).all()) and all(
         bool(np.isfinite(x).all()) for x in parameters
@@ -91,6 +119,7 @@ def pilot(config: RunConfig, options: RunOptions, steps: int = PILOT_STEPS) -> d
         "memory_estimate_bytes": plan.memory.total,
         "device_memory_bytes": plan.device_memory_bytes,
         "finite": finite,
+        "diverged": problems[0] if problems else "",
         "energy_first": energies[0],
         "energy_last": energies[-1],
         "energy_drop_sigma": (energies[0] - energies[-1]) / sigma if sigma > 0 else math.nan,
@@ -131,6 +160,9 @@ def verdicts(row: dict[str, Any], max_runtime: int | None, retries: int | None) 
             found.append("needs more jobs than retries")
     if not row["finite"]:
         found.append("not finite")
+    diverged = row.get("diverged")
+    if isinstance(diverged, str) and diverged:
+        found.append("diverged")
     return "; ".join(found) or "fits"
 
 

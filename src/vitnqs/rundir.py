@@ -20,8 +20,10 @@ NetKet, except :func:`load_run`, which rebuilds the network.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ DIVERGENCES = "divergences.json"
 SYMMETRIZED = "symmetrized.json"
 FINETUNED = "finetuned"
 """The symmetrized fine-tuning's directory inside a run's (``snakemake beyond``)."""
+VOUCHED = (HISTORY, PARAMS, INIT_PARAMS)
+"""The files of a finished run whose size and SHA-256 its summary records
+(:func:`vouch`), checked by every reader (:func:`check_finished`)."""
 
 HISTORY_COLUMNS = (
     "step",
@@ -63,7 +68,8 @@ def write_history(path: Path, rows: list[dict[str, float]], rewrite: bool = Fals
     Args:
         path: the run's :data:`HISTORY`.
         rows: rows with the :data:`HISTORY_COLUMNS`.
-        rewrite: replace the file (else append, creating it if needed).
+        rewrite: replace the file (else append, creating it if needed); a rewritten file
+            is synced to disk before this returns (the summary vouches for it next).
 
     """
     new = rewrite or not path.exists()
@@ -83,6 +89,97 @@ def _isnan(value: float) -> bool:
 
 def _cell(column: str, value: float) -> str:
     return str(int(value)) if column == "step" else repr(float(value))
+
+
+class DamagedRun(Exception):
+    """A finished run's files do not match what its summary recorded; it counts as unfinished."""
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file, as a summary records them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def vouch(directory: Path, history_rows: int | None, names=VOUCHED) -> dict[str, Any]:
+    """What a summary records of the run's files: their sizes, hashes and history rows.
+
+    Args:
+        directory: the run directory (its files written and synced).
+        history_rows: the rows of :data:`HISTORY` (``None``: the run has none).
+        names: the files to record.
+
+    """
+    record = {name: file_record(Path(directory) / name) for name in names}
+    if history_rows is not None:
+        record["history_rows"] = history_rows
+    return record
+
+
+def _history_rows(path: Path) -> int:
+    """Data rows of a history file (lines after the header; a cut last line counts)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    return max(0, lines - 1)
+
+
+def check_finished(directory: Path, summary: dict[str, Any]) -> None:
+    """Check a finished run's files against what its summary recorded.
+
+    A summary of this code records the size and SHA-256 of every file in
+    :data:`VOUCHED` and the history's row count (:func:`vouch`); one written before
+    that records none, and only the history's rows are checked against the run's steps.
+
+    Raises:
+        DamagedRun: naming the file, what differs and how to repair it.
+
+    """
+    directory = Path(directory)
+    repair = (
+        "rerun the run's command (or the same snakemake command, which reruns it): it "
+        "restores the run's files from its last checkpoint and redoes the final evaluation"
+    )
+    files = summary.get("files")
+    if files is None:
+        if "finetune" in summary:
+            return  # a fine-tuned stage of older code: nothing recorded
+        files = {"history_rows": summary["config"]["steps"]}
+    for name, expected in files.items():
+        if name == "history_rows":
+            continue
+        path = directory / name
+        if not path.exists():
+            raise DamagedRun(f"{path} is missing; {repair}")
+        found = file_record(path)
+        if found != expected:
+            raise DamagedRun(
+                f"{path} does not match the run's {SUMMARY} ({found['bytes']} bytes, "
+                f"{expected['bytes']} recorded; the content differs); {repair}"
+            )
+    if "history_rows" in files:
+        path = directory / HISTORY
+        rows = _history_rows(path) if path.exists() else 0
+        if rows != files["history_rows"]:
+            raise DamagedRun(
+                f"{path} has {rows} rows where the run took {files['history_rows']} steps; {repair}"
+            )
+
+
+def read_checked(directory: Path) -> dict[str, Any]:
+    """The summary of a finished run whose files pass :func:`check_finished`.
+
+    Raises:
+        DamagedRun: a file does not match the summary.
+        FileNotFoundError: the run has no summary (it is not finished).
+
+    """
+    summary = read_summary(directory)
+    check_finished(directory, summary)
+    return summary
 
 
 def check_same_run(config: RunConfig, stored: dict[str, Any], where: Path) -> None:
@@ -124,6 +221,11 @@ def read_finished(config: RunConfig, directory: Path) -> dict[str, Any] | None:
         )
         return None
     check_same_run(config, stored, path)
+    try:
+        check_finished(directory, summary)
+    except DamagedRun as error:
+        print(f"[vitnqs] WARNING: {error}; the run counts as unfinished", file=sys.stderr)
+        return None
     return summary
 
 
@@ -135,6 +237,8 @@ def read_summary(directory: Path) -> dict[str, Any]:
 def load_run(directory: str | Path, params_file: str = PARAMS) -> tuple[dict[str, Any], Any, Any]:
     """Summary, rebuilt :class:`~vitnqs.models.ViT` and parameters of a finished run.
 
+    The run's files are checked first (:func:`read_checked`).
+
     Args:
         directory: a run directory (or a fine-tuned stage, which holds the inner ViT's
             parameters under the same names).
@@ -142,6 +246,9 @@ def load_run(directory: str | Path, params_file: str = PARAMS) -> tuple[dict[str
 
     Returns:
         ``(summary, model, params)`` with ``params`` the ``params`` collection.
+
+    Raises:
+        DamagedRun: the run's files do not match its summary.
 
     """
     import flax
@@ -151,7 +258,7 @@ def load_run(directory: str | Path, params_file: str = PARAMS) -> tuple[dict[str
     from vitnqs.models import ViT
 
     directory = Path(directory)
-    summary = read_summary(directory)
+    summary = read_checked(directory)
     c = RunConfig.from_row(summary["config"])
     dtype = jnp.dtype(summary.get("options", {}).get("network_dtype", "float64"))
     model = ViT(c.attention, c.layers, c.d, c.heads, c.b, dtype=dtype)

@@ -2,7 +2,7 @@
 
 Importing neither JAX nor NetKet, so that the command line can install the signal
 handlers (:class:`StopSignals`) before it loads them: a SIGTERM at any moment before
-``summary.json`` is written ends the run with :data:`EXIT_INTERRUPTED`.
+a run's summary is written ends the run with :data:`EXIT_INTERRUPTED`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ EXIT_BAD_INPUT = 2
 """Invalid options, or a directory holding a different run; nothing was written."""
 EXIT_DIVERGED = 3
 """The energy or the parameters left their bounds; the last good checkpoint is kept."""
+EXIT_DAMAGED_RUN = 65
+"""A finished run's files do not match its summary (sysexits' EX_DATAERR); the message
+names the file and the repair."""
 EXIT_BUSY = 73
 """Another process holds the run directory's lock; nothing was touched."""
 EXIT_IO = 74
@@ -46,17 +49,24 @@ def signal_name(signum: int) -> str:
 
 
 class StopSignals:
-    """Signal handlers for the length of a run: stop at once, or at the next step.
+    """Signal handlers for the length of a command: it stops at its next safe point.
 
-    Outside :meth:`deferred` a signal raises :class:`Interrupted` where the program is
-    (start-up, the final evaluation: nothing is lost, the last checkpoint stands). Inside
-    it, the signal is recorded in :attr:`received` for the step loop to checkpoint and
-    stop at the next step boundary. A second Ctrl-C always stops at once.
+    By default a signal is only recorded (:attr:`received`): nothing is raised inside
+    JAX's or NetKet's code (a start-up interrupted inside JAX's backend discovery would
+    fail with another error). The command looks at its safe points (:meth:`check`:
+    after start-up, before and after the steps; the run loop at every step boundary,
+    :class:`vitnqs.loop.StepMonitor`). Inside :meth:`immediate` (the final evaluation: no
+    state to save, the rerun repeats it) a signal raises :class:`Interrupted` at once.
+    A second Ctrl-C always stops at once.
+
+    The command line installs them before it imports anything heavy
+    (``python -m vitnqs``: ``vitnqs/__main__.py``), so that a SIGTERM at any moment
+    before a run's summary is written ends it with :data:`EXIT_INTERRUPTED`.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._deferring = False
+        self._immediate = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -73,15 +83,28 @@ class StopSignals:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.received = signum
-        if not self._deferring:
-            raise Interrupted(f"received {name} outside the step loop: rerun to resume")
-        print(f"\n[vitnqs] {name} received: checkpointing after this step", file=sys.stderr)
+        if self._immediate:
+            raise Interrupted(f"received {name}: rerun the same command to resume")
+        print(f"\n[vitnqs] {name} received: stopping at the next safe point", file=sys.stderr)
+
+    def check(self, where: str) -> None:
+        """Raise :class:`Interrupted` if a stop signal was received.
+
+        Args:
+            where: what the command was doing, for the message (``"during start-up"``).
+
+        """
+        if self.received is not None:
+            raise Interrupted(
+                f"received {signal_name(self.received)} {where}: rerun the same command to resume"
+            )
 
     @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Within this block signals wait for the step loop (:attr:`received`)."""
-        self._deferring = True
+    def immediate(self) -> Iterator[None]:
+        """Within this block a signal raises :class:`Interrupted` at once (one pending too)."""
+        self.check("before the final evaluation")
+        self._immediate = True
         try:
             yield
         finally:
-            self._deferring = False
+            self._immediate = False

@@ -14,6 +14,7 @@ import pandas as pd
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.estimates import v_score
 from vitnqs.references import literature_reference
+from vitnqs.rundir import HISTORY, SUMMARY, SYMMETRIZED, check_same_run, read_checked
 from vitnqs.sweeps import in_sweep
 
 SUMMARY_FIELDS = (
@@ -43,6 +44,11 @@ def paper_table1() -> pd.DataFrame:
 def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per run and all per-step rows, keyed by the run settings.
 
+    Every run's files are checked against its summary first (:func:`vitnqs.rundir.read_checked`).
+    ``runs`` has the configured learning rate ``lr`` and the one the run finished with,
+    ``lr_effective`` (after its divergence remedies); ``history`` the rate of each step,
+    ``step_lr``, beside the configured ``lr``.
+
     Args:
         sweeps: the run table of :func:`vitnqs.sweeps.runs_table` (settings and ``sweeps``).
         run_dirs: the run directories, in the order of ``sweeps``' rows.
@@ -50,22 +56,26 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
     Returns:
         ``(runs, history)``.
 
+    Raises:
+        DamagedRun: a run's files do not match its summary; the message names the file.
+        ConfigError: a run directory holds another run than its row.
+
     """
     rows, histories = [], []
     for (_, settings), run_dir in zip(sweeps.iterrows(), run_dirs, strict=True):
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-        stored = {c: summary["config"][c] for c in RUN_COLUMNS}
+        summary = read_checked(run_dir)  # a damaged run is never read (DamagedRun)
         expected = {c: settings[c] for c in RUN_COLUMNS}
-        if stored != expected:
-            raise ValueError(f"{run_dir}/summary.json holds {stored}, expected {expected}")
+        check_same_run(RunConfig.from_row(expected), summary["config"], Path(run_dir) / SUMMARY)
         rows.append(
             {**expected, "sweeps": settings["sweeps"], "run": Path(run_dir).name}
             | {f: summary[f] for f in SUMMARY_FIELDS}
+            | {"lr_effective": expected["lr"] * summary.get("lr_factor", 1.0)}
             | {"remedies": remedies(summary), "v_score": _v_score(summary)}
             # runs made before the version was recorded are version 1
             | {"results_version": summary.get("results_version", 1)}
         )
-        history = pd.read_csv(Path(run_dir) / "history.csv")
+        # the run's per-step rate keeps its own name beside the configured one
+        history = pd.read_csv(Path(run_dir) / HISTORY).rename(columns={"lr": "step_lr"})
         histories.append(history.assign(**expected)[[*RUN_COLUMNS, *history.columns]])
     return pd.DataFrame(rows), pd.concat(histories, ignore_index=True)
 
@@ -93,7 +103,7 @@ def collect_symmetrized(sweeps: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFr
     """One row per run: its settings and its symmetrized evaluation (``symmetrized.json``)."""
     rows = []
     for (_, settings), run_dir in zip(sweeps.iterrows(), run_dirs, strict=True):
-        result = json.loads((Path(run_dir) / "symmetrized.json").read_text())
+        result = json.loads((Path(run_dir) / SYMMETRIZED).read_text())
         rows.append(
             {c: settings[c] for c in RUN_COLUMNS}
             | {column: result[field] for field, column in SYMMETRIZED_FIELDS.items()}

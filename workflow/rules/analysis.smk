@@ -1,8 +1,8 @@
 rule attention_maps:
     input:
-        summary=f"{RUN_DIR}/summary.json",
-        params=f"{RUN_DIR}/params.msgpack",
-        init_params=f"{RUN_DIR}/init_params.msgpack",
+        summary=f"{RUN_DIR}/{rundir.SUMMARY}",
+        params=f"{RUN_DIR}/{rundir.PARAMS}",
+        init_params=f"{RUN_DIR}/{rundir.INIT_PARAMS}",
     output:
         maps="results/analysis/{run}/attention_maps.csv",
         dependence="results/analysis/{run}/attention_dependence.csv",

@@ -8,10 +8,10 @@ SYMMETRIZED_TABLE = f"{TABLES}/symmetrized.csv"
 
 rule symmetrize:
     input:
-        summary=f"{RUN_DIR}/summary.json",
-        params=f"{RUN_DIR}/params.msgpack",
+        summary=f"{RUN_DIR}/{rundir.SUMMARY}",
+        params=f"{RUN_DIR}/{rundir.PARAMS}",
     output:
-        f"{RUN_DIR}/symmetrized.json",
+        f"{RUN_DIR}/{rundir.SYMMETRIZED}",
     log:
         "results/logs/symmetrize/{run}.log",
     benchmark:
@@ -36,11 +36,11 @@ rule symmetrize:
 
 rule finetune:
     input:
-        summary=f"{RUN_DIR}/summary.json",
-        params=f"{RUN_DIR}/params.msgpack",
+        summary=f"{RUN_DIR}/{rundir.SUMMARY}",
+        params=f"{RUN_DIR}/{rundir.PARAMS}",
     output:
-        summary=f"{RUN_DIR}/finetuned/summary.json",
-        params=f"{RUN_DIR}/finetuned/params.msgpack",
+        summary=f"{FINETUNED_DIR}/{rundir.SUMMARY}",
+        params=f"{FINETUNED_DIR}/{rundir.PARAMS}",
     log:
         "results/logs/finetune/{run}.log",
     retries: plan.FAILURE_RETRIES  # resumes from its checkpoint
@@ -65,9 +65,9 @@ rule finetune:
 
 rule finetuned_symmetrized:
     input:
-        summary=f"{RUN_DIR}/finetuned/summary.json",
+        summary=f"{FINETUNED_DIR}/{rundir.SUMMARY}",
     output:
-        f"{RUN_DIR}/finetuned/symmetrized.json",
+        f"{FINETUNED_DIR}/{rundir.SYMMETRIZED}",
     log:
         "results/logs/symmetrize/{run}.finetuned.log",
     conda:
@@ -89,13 +89,13 @@ rule finetuned_symmetrized:
 
 rule beyond:
     input:
-        run_files("finetuned/symmetrized.json", "table1"),
+        run_files(f"{rundir.FINETUNED}/{rundir.SYMMETRIZED}", "table1"),
 
 
 rule symmetrized_table:
     input:
         sweeps=f"{TABLES}/sweeps_table1.csv",
-        results=run_files("symmetrized.json", "table1"),
+        results=run_files(rundir.SYMMETRIZED, "table1"),
     output:
         report(
             SYMMETRIZED_TABLE, caption="../report/symmetrized.rst", category="Tables"

@@ -20,7 +20,7 @@ import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.pilot import PilotRows
-from vitnqs import plan
+from vitnqs import plan, rundir
 from vitnqs.sweeps import (
     in_sweep,
     preset,
@@ -42,6 +42,36 @@ PARAMSPACE = run_space(RUNS)
 RUNS["run"] = list(PARAMSPACE.instance_patterns)
 RUN_CONFIGS = [RunConfig.from_row(row) for _, row in RUNS.iterrows()]
 RUN_DIR = "results/runs/{run}"
+FINETUNED_DIR = f"{RUN_DIR}/{rundir.FINETUNED}"
+
+
+def damaged_runs():
+    """The finished runs of the sweep whose files fail their summary's check (a cut
+    history, a changed parameter file, an unreadable summary), with the reason."""
+    damaged = {}
+    for run in RUNS["run"]:
+        directory = Path(RUN_DIR.format(run=run))
+        if (directory / rundir.SUMMARY).exists():
+            try:
+                rundir.read_checked(directory)
+            except (rundir.DamagedRun, ValueError, KeyError) as error:
+                damaged[run] = error
+    return damaged
+
+
+# A damaged finished run counts as unfinished: its optimize job is forced to run again,
+# and restores the run's files from its last checkpoint, so that no table is built from
+# it. (Inside a cluster job nothing is forced: the submitting Snakemake decided.)
+DAMAGED_RUNS = {} if workflow.remote_exec else damaged_runs()
+for run, error in DAMAGED_RUNS.items():
+    print(f"{error}: its optimize job runs again", file=sys.stderr)
+if DAMAGED_RUNS:
+    workflow.dag_settings.forcerun = frozenset(
+        {
+            *workflow.dag_settings.forcerun,
+            *(f"{RUN_DIR.format(run=run)}/{rundir.SUMMARY}" for run in DAMAGED_RUNS),
+        }
+    )
 
 
 wildcard_constraints:

@@ -3,10 +3,10 @@ rule optimize:
         # ancient: regenerating a reference file must not rerun finished optimizations
         reference=lambda wildcards: ancient(reference_file(wildcards)),
     output:
-        summary=f"{RUN_DIR}/summary.json",
-        history=f"{RUN_DIR}/history.csv",
-        params=f"{RUN_DIR}/params.msgpack",
-        init_params=f"{RUN_DIR}/init_params.msgpack",
+        summary=f"{RUN_DIR}/{rundir.SUMMARY}",
+        history=f"{RUN_DIR}/{rundir.HISTORY}",
+        params=f"{RUN_DIR}/{rundir.PARAMS}",
+        init_params=f"{RUN_DIR}/{rundir.INIT_PARAMS}",
     log:
         "results/logs/optimize/{run}.log",
     benchmark:

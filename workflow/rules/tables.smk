@@ -38,8 +38,8 @@ rule sweeps_table:
 rule collect:
     input:
         sweeps=f"{TABLES}/sweeps{{part}}.csv",
-        summaries=lambda wildcards: run_files("summary.json", sweep_of(wildcards)),
-        histories=lambda wildcards: run_files("history.csv", sweep_of(wildcards)),
+        summaries=lambda wildcards: run_files(rundir.SUMMARY, sweep_of(wildcards)),
+        histories=lambda wildcards: run_files(rundir.HISTORY, sweep_of(wildcards)),
     output:
         runs=report(
             f"{TABLES}/runs{{part}}.csv",
