@@ -128,11 +128,18 @@ def _snakemake(workdir, *args, timeout=900):
 
 def test_bad_config_fails_the_dry_run_with_the_field_name(tmp_path):
     (tmp_path / "config.yaml").write_text(
-        yaml.safe_dump(_config(**{"presets.smoke.sweeps.fig2.L": [6, 7]}))
+        yaml.safe_dump(
+            _config(
+                **{
+                    "presets.smoke.sweeps.fig2.L": [4, 6],
+                    "presets.smoke.sweeps.fig2.hyperparameters": {"b": 4},
+                }
+            )  # fmt: skip
+        )
     )
     done = _snakemake(tmp_path, "-n", "--cores", "1", "all", "--config", "preset=smoke")
     assert done.returncode != 0
-    message = "presets.smoke.sweeps.fig2: L/b: L=7 is not divisible by the patch size b=2"
+    message = "presets.smoke.sweeps.fig2: L/b: L=6 is not divisible by the patch size b=4"
     assert message in done.stdout + done.stderr
 
 
@@ -486,7 +493,9 @@ def test_a_cut_history_is_redone_not_read(smoke):
     history.write_text("".join(full.splitlines(keepends=True)[:-1]))
     done = _snakemake(smoke, "--cores", "2", "all", "--config", "preset=smoke")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"{run.name}/history.csv has" in done.stderr and "runs again" in done.stderr
+    assert f"{run.name}/history.csv does not match" in done.stderr
+    assert "set aside as history.csv.damaged-" in done.stderr
+    assert len(list(run.glob("history.csv.damaged-*"))) == 1
     assert _job_counts(done.stdout + done.stderr).get("optimize") == 1
     assert history.read_text() == full
     steps = CONFIG["presets"]["smoke"]["hyperparameters"]["steps"]

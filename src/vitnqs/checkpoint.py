@@ -87,8 +87,7 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
         try:
             return read_checkpoint(path)
         except (CheckpointError, OSError) as error:
-            aside = path.with_name(f"{name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(path, aside)
+            aside = files.set_aside(path, "corrupt")
             unreadable.append(aside.name)
             print(
                 f"[vitnqs] WARNING: checkpoint {path} is unreadable ({error}); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 
@@ -47,3 +48,16 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a file that cannot be used to ``<name>.<why>-<time>`` beside it; never delete.
+
+    Returns:
+        The new path.
+
+    """
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, aside)
+    return aside

@@ -179,8 +179,7 @@ def _read_divergences(path: Path) -> list[dict[str, Any]]:
             raise ValueError("not a list of divergence records")
         return records
     except (ValueError, UnicodeDecodeError) as error:
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-        os.replace(path, aside)
+        aside = files.set_aside(path, "corrupt")
         print(
             f"[vitnqs] WARNING: {path} is unreadable ({error}); moved it to {aside.name}: "
             "the run goes on with the full learning rate",

@@ -92,7 +92,16 @@ def _cell(column: str, value: float) -> str:
 
 
 class DamagedRun(Exception):
-    """A finished run's files do not match what its summary recorded; it counts as unfinished."""
+    """A finished run's files do not match what its summary recorded; it counts as unfinished.
+
+    Attributes:
+        path: the file that fails the check.
+
+    """
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = Path(path)
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -153,12 +162,13 @@ def check_finished(directory: Path, summary: dict[str, Any]) -> None:
             continue
         path = directory / name
         if not path.exists():
-            raise DamagedRun(f"{path} is missing; {repair}")
+            raise DamagedRun(f"{path} is missing; {repair}", path)
         found = file_record(path)
         if found != expected:
             raise DamagedRun(
                 f"{path} does not match the run's {SUMMARY} ({found['bytes']} bytes, "
-                f"{expected['bytes']} recorded; the content differs); {repair}"
+                f"{expected['bytes']} recorded; the content differs); {repair}",
+                path,
             )
     if "history_rows" in files:
         path = directory / HISTORY

@@ -20,7 +20,7 @@ import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.pilot import PilotRows
-from vitnqs import plan, rundir
+from vitnqs import files, plan, rundir
 from vitnqs.sweeps import (
     in_sweep,
     preset,
@@ -45,33 +45,30 @@ RUN_DIR = "results/runs/{run}"
 FINETUNED_DIR = f"{RUN_DIR}/{rundir.FINETUNED}"
 
 
-def damaged_runs():
-    """The finished runs of the sweep whose files fail their summary's check (a cut
-    history, a changed parameter file, an unreadable summary), with the reason."""
-    damaged = {}
-    for run in RUNS["run"]:
-        directory = Path(RUN_DIR.format(run=run))
-        if (directory / rundir.SUMMARY).exists():
-            try:
-                rundir.read_checked(directory)
-            except (rundir.DamagedRun, ValueError, KeyError) as error:
-                damaged[run] = error
-    return damaged
-
-
-# A damaged finished run counts as unfinished: its optimize job is forced to run again,
-# and restores the run's files from its last checkpoint, so that no table is built from
-# it. (Inside a cluster job nothing is forced: the submitting Snakemake decided.)
-DAMAGED_RUNS = {} if workflow.remote_exec else damaged_runs()
-for run, error in DAMAGED_RUNS.items():
-    print(f"{error}: its optimize job runs again", file=sys.stderr)
-if DAMAGED_RUNS:
-    workflow.dag_settings.forcerun = frozenset(
-        {
-            *workflow.dag_settings.forcerun,
-            *(f"{RUN_DIR.format(run=run)}/{rundir.SUMMARY}" for run in DAMAGED_RUNS),
-        }
-    )
+def set_aside_damaged_run(wildcards):
+    """Input function of the optimize rule (it adds no input): a finished run whose files
+    fail its summary's check (a cut history, a changed parameter file, an unreadable
+    summary) counts as unfinished. Its failing file is set aside (renamed, never
+    deleted), so that the job runs again and restores the run's files from its last
+    checkpoint, and no table is built from the damaged file (vitnqs.rundir). A dry run
+    only says so; inside a cluster job the submitting Snakemake has decided."""
+    directory = Path(RUN_DIR.format(run=wildcards.run))
+    if workflow.remote_exec or not (directory / rundir.SUMMARY).exists():
+        return []
+    try:
+        rundir.read_checked(directory)
+    except rundir.DamagedRun as error:
+        damaged, reason = error.path, str(error)
+    except (ValueError, KeyError) as error:  # an unreadable summary
+        damaged, reason = directory / rundir.SUMMARY, f"{directory}/{rundir.SUMMARY}: {error}"
+    else:
+        return []
+    if workflow.dryrun:
+        print(f"{reason}; a run without -n sets it aside and redoes the run", file=sys.stderr)
+    else:
+        aside = files.set_aside(damaged, "damaged")
+        print(f"{reason}; set aside as {aside.name}: the run is redone", file=sys.stderr)
+    return []
 
 
 wildcard_constraints:

@@ -2,6 +2,8 @@ rule optimize:
     input:
         # ancient: regenerating a reference file must not rerun finished optimizations
         reference=lambda wildcards: ancient(reference_file(wildcards)),
+        # none: sets a damaged finished run's failing file aside, so that it is redone
+        damaged=set_aside_damaged_run,
     output:
         summary=f"{RUN_DIR}/{rundir.SUMMARY}",
         history=f"{RUN_DIR}/{rundir.HISTORY}",
