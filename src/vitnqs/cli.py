@@ -607,30 +607,36 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from vitnqs import performance
+    from vitnqs.bench import phases
 
     if args.child:
-        performance.child_main(args.child)
+        phases.child_main(args.child)
         return 0
     if args.out is None:
         print("vitnqs benchmark: error: --out is required", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     cases = [
-        performance.Case(
-            attention=attention,
-            L=L,
+        phases.Case(
+            RunConfig(
+                attention=attention,
+                L=L,
+                J2=args.J2,
+                layers=args.layers,
+                d=args.d,
+                heads=args.heads,
+                samples=args.samples,
+            ),
+            RunOptions(
+                chunk_size=args.chunk_size,
+                sr_mode=args.sr_modes[0],
+                network_dtype=dtype,
+                local_energy=local_energy,
+                progress=False,
+            ),
             sr_modes=tuple(args.sr_modes),
-            samples=args.samples,
-            chunk_size=args.chunk_size,
-            layers=args.layers,
-            d=args.d,
-            heads=args.heads,
-            network_dtype=dtype,
-            local_energy=local_energy,
-            J2=args.J2,
             steps=args.steps,
             time_driver=not args.no_driver_step,
-        )  # fmt: skip
+        )
         for L in args.L
         for dtype in args.network_dtypes
         for local_energy in args.local_energies
@@ -639,11 +645,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     budget = None if args.max_minutes is None else 60 * args.max_minutes
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for result in performance.run_cases(cases, budget):
-        rows += performance.rows(result)
+    for result in phases.run_cases(cases, budget):
+        rows += phases.rows(result)
         pd.DataFrame(rows).to_csv(args.out, index=False)  # after each case: a cut run keeps it
     table = pd.DataFrame(rows)
-    text = performance.summary_table(table) if len(table) else "no case finished\n"
+    text = phases.summary_table(table) if len(table) else "no case finished\n"
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)
