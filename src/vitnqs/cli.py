@@ -16,6 +16,7 @@ from vitnqs.config import (
     LOCAL_ENERGY_MODES,
     NETWORK_DTYPES,
     PAPER_MODEL,
+    RUN_COLUMNS,
     SR_MODES,
     FieldError,
     RunConfig,
@@ -433,7 +434,7 @@ def _step_times(args: argparse.Namespace) -> int:
         print(
             f"vitnqs step-times: error: --steps: must be >= 1 (got {args.steps})", file=sys.stderr
         )
-        return 2
+        return EXIT_BAD_INPUT
     options = RunOptions(chunk_size=args.chunk_size, device=args.device, progress=False)
     table = time_steps(pd.read_csv(args.plan), args.steps, options)
     table.to_csv(args.out, index=False)
@@ -491,7 +492,7 @@ def _figure(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from vitnqs import plots
-    from vitnqs.sweeps import RUN_COLUMNS, in_sweep
+    from vitnqs.tables import in_sweep
 
     needed = {
         "fig2": ("runs", "history"),
@@ -503,7 +504,7 @@ def _figure(args: argparse.Namespace) -> int:
     ]
     if missing:
         print(f"vitnqs figure {args.name}: error: needs {' '.join(missing)}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.name == "fig2":
         runs = in_sweep(pd.read_csv(args.runs), "fig2")
         history = pd.read_csv(args.history).merge(runs[list(RUN_COLUMNS)], on=list(RUN_COLUMNS))

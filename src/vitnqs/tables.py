@@ -14,7 +14,6 @@ import pandas as pd
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.estimates import v_score
 from vitnqs.references import literature_reference
-from vitnqs.sweeps import in_sweep
 
 SUMMARY_FIELDS = (
     "n_parameters",
@@ -38,6 +37,11 @@ def paper_table1() -> pd.DataFrame:
         table = pd.read_csv(f)
     table["attention"] = table["attention"].str.lower()
     return table
+
+
+def in_sweep(table: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    """Rows of a runs table (with a ``sweeps`` column) that belong to ``sweep``."""
+    return table[table["sweeps"].str.split(";").map(lambda names: sweep in names)]
 
 
 def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
