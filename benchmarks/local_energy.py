@@ -2,7 +2,7 @@
 
 For every lattice side ``L``, coupling ``J2`` and attention, a freshly initialised ViT
 (d 60, heads 10, b 2, 4 layers) samples ``M`` configurations (``n_chains = M``, a few
-sweeps of the exchange sampler), then :func:`vitnqs.local_energy.measure_modes` times
+sweeps of the exchange sampler), then :func:`vitnqs.bench.local_energy.measure_modes` times
 ``vstate.local_estimators(H)`` for NetKet's padded operator and for the compact one,
 side by side in this process. Prints a table row per case as soon as it is measured
 and appends it to the CSV::
@@ -33,11 +33,11 @@ COLUMNS = (
 
 def measure(L: int, J2: float, attention: str, samples: int, chunk: int | None, sweeps: int,
             repeats: int, seed: int) -> dict:  # fmt: skip
-    """One case: sample, then :func:`vitnqs.local_energy.measure_modes`."""
+    """One case: sample, then :func:`vitnqs.bench.local_energy.measure_modes`."""
     import jax
     import netket as nk
 
-    from vitnqs.local_energy import measure_modes
+    from vitnqs.bench.local_energy import measure_modes
     from vitnqs.models import ViT
     from vitnqs.physics import exchange_sampler
 

@@ -392,28 +392,31 @@ def trace_local_energies(out: Path, toy: bool) -> None:
     """
     import jax
 
-    from vitnqs import measure, performance
+    from vitnqs import measure
+    from vitnqs.bench.local_energy import local_energy_calls
+    from vitnqs.config import RunConfig, RunOptions
+    from vitnqs.loop import build_driver
 
     s = preset_settings("smoke" if toy else "paper")
     L, layers = (4, 1) if toy else (6, 4)
-    case = performance.Case(
-        attention=TRACE_ATTENTION, L=L, sr_modes=("auto",), samples=s["samples"],
-        chunk_size=s["chunk_size"], layers=layers, d=s["d"], heads=s["heads"], b=s["b"],
-    )  # fmt: skip
-    driver = performance.case_driver(case)
+    config = RunConfig(TRACE_ATTENTION, L, 0.5, layers, d=s["d"], heads=s["heads"], b=s["b"],
+                       samples=s["samples"])  # fmt: skip
+    options = RunOptions(chunk_size=s["chunk_size"], progress=False)
+    driver = build_driver(config, options)
     driver.state.sample()
-    calls = performance.local_energy_calls(driver.state, case.L, case.J2)
+    calls = local_energy_calls(driver.state, config.L, config.J2)
     first = {mode: measure.timed(call).wall_s for mode, call in calls.items()}  # compiles
     folder = out / "trace_localenergy"
     times: dict[str, list[float]] = {mode: [] for mode in calls}
     with jax.profiler.trace(str(folder)):
         for _ in range(TRACE_CALLS):
-            for mode, call in calls.items():  # alternating, as vitnqs.local_energy measures
+            for mode, call in calls.items():  # alternating, as measure_modes measures
                 with jax.profiler.TraceAnnotation(f"local_energies_{mode}"):
                     times[mode].append(measure.timed(call).wall_s)
     lines = [
-        f"local energies of {case.attention} L={L} J2={case.J2:g} d={case.d} h={case.heads} "
-        f"{layers} layers, {case.samples} samples, chunk {case.chunk_size}, on "
+        f"local energies of {config.attention} L={L} J2={config.J2:g} d={config.d} "
+        f"h={config.heads} {layers} layers, {config.samples} samples, chunk "
+        f"{options.chunk_size}, on "
         f"{jax.devices()[0]}; trace in {folder}",
     ]
     for mode, seconds in times.items():

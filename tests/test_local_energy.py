@@ -13,7 +13,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from vitnqs import local_energy
-from vitnqs.local_energy import BUCKETS, STATS, CompactHeisenberg, measure_modes, slot_count
+from vitnqs.bench.local_energy import measure_modes
+from vitnqs.local_energy import BUCKETS, STATS, CompactHeisenberg, slot_count
 from vitnqs.models import ATTENTIONS, ViT
 from vitnqs.physics import (
     LOCAL_ENERGY_MODES,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vitnqs import shastry_sutherland as ss
-from vitnqs.geometry import diagonal_patch, extract_patches
+from vitnqs.geometry import diagonal_patch, dimer_bonds, extract_patches
 from vitnqs.models import ATTENTIONS
 
 
@@ -22,7 +22,7 @@ def all_states_4():
 
 @pytest.mark.parametrize("L", [4, 6, 8])
 def test_dimers_are_an_orthogonal_next_nearest_neighbour_covering(L):
-    bonds = ss.dimer_bonds(L)
+    bonds = dimer_bonds(L)
     assert bonds.shape == (L * L // 2, 2)
     assert sorted(bonds.ravel()) == list(range(L * L))  # every site in exactly one dimer
     assert ss.dimer_covering_violations(L) == {
@@ -36,7 +36,7 @@ def test_dimers_are_an_orthogonal_next_nearest_neighbour_covering(L):
 def test_dimers_follow_the_patch_layout_and_s_of_i():
     L, g = 6, 3
     patches = np.asarray(extract_patches(np.arange(L * L)[None, :], 2)[0])
-    bonds = {tuple(bond) for bond in ss.dimer_bonds(L)}
+    bonds = {tuple(bond) for bond in dimer_bonds(L)}
     for i in range(g * g):
         assert (patches[i, 2], patches[i, 1]) in bonds  # (s_i3, s_i2)
         assert (patches[i, 3], patches[diagonal_patch(i, g), 0]) in bonds  # (s_i4, s_S(i)1)
@@ -57,7 +57,7 @@ def test_hamiltonian_has_the_singlet_product_as_eigenstate(all_states_4):
 
 def test_wrong_patch_or_lattice_is_refused():
     with pytest.raises(ValueError, match="b=2"):
-        ss.dimer_bonds(6, b=3)
+        dimer_bonds(6, b=3)
     with pytest.raises(ValueError, match="divisible"):
         ss.exact_parameters("factored", 5)
     with pytest.raises(ValueError, match="unknown attention"):

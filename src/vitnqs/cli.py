@@ -19,6 +19,7 @@ from vitnqs.config import (
     MIN_SAMPLES,
     NETWORK_DTYPES,
     PAPER_MODEL,
+    RUN_COLUMNS,
     SR_MODES,
     FieldError,
     RunConfig,
@@ -436,7 +437,7 @@ def _step_times(args: argparse.Namespace) -> int:
         print(
             f"vitnqs step-times: error: --steps: must be >= 1 (got {args.steps})", file=sys.stderr
         )
-        return 2
+        return EXIT_BAD_INPUT
     options = RunOptions(chunk_size=args.chunk_size, device=args.device, progress=False)
     table = time_steps(pd.read_csv(args.plan), args.steps, options)
     table.to_csv(args.out, index=False)
@@ -494,7 +495,7 @@ def _figure(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from vitnqs import plots
-    from vitnqs.sweeps import RUN_COLUMNS, in_sweep
+    from vitnqs.tables import in_sweep
 
     needed = {
         "fig2": ("runs", "history"),
@@ -506,7 +507,7 @@ def _figure(args: argparse.Namespace) -> int:
     ]
     if missing:
         print(f"vitnqs figure {args.name}: error: needs {' '.join(missing)}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.name == "fig2":
         runs = in_sweep(pd.read_csv(args.runs), "fig2")
         history = pd.read_csv(args.history).merge(runs[list(RUN_COLUMNS)], on=list(RUN_COLUMNS))
@@ -610,30 +611,36 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from vitnqs import performance
+    from vitnqs.bench import phases
 
     if args.child:
-        performance.child_main(args.child)
+        phases.child_main(args.child)
         return 0
     if args.out is None:
         print("vitnqs benchmark: error: --out is required", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     cases = [
-        performance.Case(
-            attention=attention,
-            L=L,
+        phases.Case(
+            RunConfig(
+                attention=attention,
+                L=L,
+                J2=args.J2,
+                layers=args.layers,
+                d=args.d,
+                heads=args.heads,
+                samples=args.samples,
+            ),
+            RunOptions(
+                chunk_size=args.chunk_size,
+                sr_mode=args.sr_modes[0],
+                network_dtype=dtype,
+                local_energy=local_energy,
+                progress=False,
+            ),
             sr_modes=tuple(args.sr_modes),
-            samples=args.samples,
-            chunk_size=args.chunk_size,
-            layers=args.layers,
-            d=args.d,
-            heads=args.heads,
-            network_dtype=dtype,
-            local_energy=local_energy,
-            J2=args.J2,
             steps=args.steps,
             time_driver=not args.no_driver_step,
-        )  # fmt: skip
+        )
         for L in args.L
         for dtype in args.network_dtypes
         for local_energy in args.local_energies
@@ -642,11 +649,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     budget = None if args.max_minutes is None else 60 * args.max_minutes
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for result in performance.run_cases(cases, budget):
-        rows += performance.rows(result)
+    for result in phases.run_cases(cases, budget):
+        rows += phases.rows(result)
         pd.DataFrame(rows).to_csv(args.out, index=False)  # after each case: a cut run keeps it
     table = pd.DataFrame(rows)
-    text = performance.summary_table(table) if len(table) else "no case finished\n"
+    text = phases.summary_table(table) if len(table) else "no case finished\n"
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)

@@ -1,7 +1,7 @@
 """Figure 5: the Shastry-Sutherland dimer state on the 6 x 6 lattice and the ViT's patches.
 
 Everything drawn comes from the construction itself: the dimers are
-:func:`vitnqs.shastry_sutherland.dimer_bonds` (the pairs the network's two heads couple),
+:func:`vitnqs.geometry.dimer_bonds` (the pairs the network's two heads couple),
 the patches follow :func:`vitnqs.geometry.extract_patches`. Site ``(x, y)`` is drawn in
 row ``x`` (downwards) and column ``y`` (rightwards), so ``S(i)`` is the patch diagonally
 down-right of patch ``i``, as in the paper.
@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
 from vitnqs import plots
-from vitnqs.shastry_sutherland import PATCH, dimer_bonds, nearest_neighbour_bonds
+from vitnqs.geometry import DIMER_PATCH, dimer_bonds, nearest_neighbour_bonds
 
 L_FIG5 = 6
 """Lattice side of Figure 5."""
@@ -66,7 +66,7 @@ def write_fig5(pdf_path: str | Path, scale: str) -> None:
 
     """
     plots.use_style()
-    L, b = L_FIG5, PATCH
+    L, b = L_FIG5, DIMER_PATCH
     grid = L // b
     bonds = dimer_bonds(L, b)
     in_patch, across = bonds[: grid * grid], bonds[grid * grid :]

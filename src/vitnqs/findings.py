@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vitnqs.config import ATTENTIONS, RESULTS_VERSION
-from vitnqs.sweeps import in_sweep
+from vitnqs.tables import in_sweep
 
 ACCURACY_BOUNDS = {0.0: 1e-2, 0.5: 3e-2}
 """Largest final relative error accepted at each J2 (none at other J2)."""

@@ -11,6 +11,11 @@ Conventions (one place for them):
 * The relative-position table of the attention uses the displacement from patch
   ``i`` to patch ``j`` on the periodic patch grid, ``((Xj - Xi) mod g, (Yj - Yi)
   mod g)`` with ``g = L // b``, flattened as ``dX * g + dY``.
+* The Shastry-Sutherland dimers of the paper's section 4.3 (:func:`dimer_bonds`) follow
+  from the ``2 x 2`` patches; :mod:`vitnqs.shastry_sutherland` builds the network and
+  the Hamiltonian on them, :mod:`vitnqs.fig5` draws them.
+
+NumPy only: the figures draw from this module without loading JAX.
 """
 
 from __future__ import annotations
@@ -74,3 +79,64 @@ def translate(sigma: np.ndarray, L: int, dx: int, dy: int) -> np.ndarray:
     """Translate configurations ``(batch, L*L)`` by ``(dx, dy)`` lattice sites (periodic)."""
     s = np.asarray(sigma).reshape(-1, L, L)
     return np.roll(s, (dx, dy), axis=(1, 2)).reshape(-1, L * L)
+
+
+# ---- the Shastry-Sutherland dimers (paper section 4.3) --------------------------------
+
+DIMER_PATCH = 2
+"""Linear patch size of the Shastry-Sutherland construction (``d = DIMER_PATCH**2 = 4``)."""
+
+
+def check_dimer_lattice(L: int, b: int) -> int:
+    """Return the patch-grid side ``L // b``, or raise if the construction cannot be built.
+
+    Raises:
+        ValueError: unless ``b`` is :data:`DIMER_PATCH`, divides ``L`` and ``L >= 4``.
+
+    """
+    if b != DIMER_PATCH:
+        raise ValueError(f"the Shastry-Sutherland construction needs b={DIMER_PATCH} (got b={b})")
+    grid = check_patching(L, b)
+    if L < 4:
+        raise ValueError(f"the Shastry-Sutherland lattice needs L >= 4 (got L={L})")
+    return grid
+
+
+def _patch_sites(L: int, b: int) -> np.ndarray:
+    """``(n, b*b)`` site indices of every patch, in the order of :func:`extract_patches`."""
+    return np.asarray(extract_patches(np.arange(L * L)[None, :], b)[0])
+
+
+def dimer_bonds(L: int, b: int = DIMER_PATCH) -> np.ndarray:
+    """Oriented dimer bonds ``(a, b)`` of the Shastry-Sutherland lattice built by the ViT.
+
+    Derived from the network's own patch layout: inside patch ``i`` the anti-diagonal
+    pair ``(s_i3, s_i2)`` (flattened entries 2 and 1), across patches the diagonal pair
+    ``(s_i4, s_{S(i),1})`` (entry 3 of ``i``, entry 0 of ``S(i)``, :func:`diagonal_patch`).
+    The orientation is the sign convention of the network's singlets: the network's
+    amplitude on a dimer is ``(s_a - s_b) / 2``.
+
+    Args:
+        L: linear lattice size (even, at least 4).
+        b: patch size; only 2 is supported.
+
+    Returns:
+        Integer array of shape ``(L*L // 2, 2)``: the ``n`` in-patch dimers (patch order),
+        then the ``n`` cross-patch ones.
+
+    """
+    grid = check_dimer_lattice(L, b)
+    sites = _patch_sites(L, b)
+    patches = np.arange(grid * grid)
+    in_patch = np.stack([sites[:, 2], sites[:, 1]], axis=1)
+    across = np.stack([sites[:, 3], sites[diagonal_patch(patches, grid), 0]], axis=1)
+    return np.concatenate([in_patch, across])
+
+
+def nearest_neighbour_bonds(L: int) -> np.ndarray:
+    """``(2 L*L, 2)`` nearest-neighbour bonds of the periodic ``L x L`` lattice."""
+    x, y = np.divmod(np.arange(L * L), L)
+    right = (x % L) * L + (y + 1) % L
+    down = ((x + 1) % L) * L + y % L
+    site = np.arange(L * L)
+    return np.concatenate([np.stack([site, right], 1), np.stack([site, down], 1)])

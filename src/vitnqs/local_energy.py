@@ -33,13 +33,13 @@ Packing per batch rather than per sample matters: the largest count of one sampl
 batch is far above the mean (near the J2 = 0 ground state ~0.9 against ~0.7 of the bonds),
 the batch's sum is not. Samples sharded over several devices are packed device by device
 (``shard_map``, through NetKet's ``sharding_decorator``), ``S`` being the largest device
-total. :func:`measure_modes` measures the waste and the local-energy time of both modes.
+total. :func:`vitnqs.bench.local_energy.measure_modes` measures the waste and the
+local-energy time of both modes.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -270,15 +270,23 @@ def _largest_device_total(op: CompactHeisenberg, x: jax.Array, shards: int) -> j
     return jnp.max(_flips_per_sample(op, x).reshape(shards, -1).sum(axis=1))
 
 
+def largest_device_total(op: CompactHeisenberg, samples: jax.Array) -> int:
+    """The largest total of non-zero exchange terms over the devices (a host round trip).
+
+    The samples are sharded over :func:`n_shards` devices in contiguous blocks along the
+    sample axis.
+    """
+    return int(_largest_device_total(op, samples, n_shards()))
+
+
 def slots_of(op: CompactHeisenberg, samples: jax.Array) -> int:
     """Slot count for a batch of samples (a host round trip, recorded in :data:`STATS`).
 
-    The largest total of non-zero exchange terms over the devices the samples are
-    sharded on (contiguous blocks along the sample axis), rounded by :func:`slot_count`.
+    The :func:`largest_device_total` of the batch, rounded by :func:`slot_count`.
     """
     jax.block_until_ready(samples)  # the sampler's time is not the round trip's
     shards = n_shards()
-    read = measure.timed(lambda: int(_largest_device_total(op, samples, shards)))
+    read = measure.timed(lambda: largest_device_total(op, samples))
     largest = read.result
     STATS["round_trip_s"] += read.wall_s
     STATS["round_trips"] += 1
@@ -361,79 +369,3 @@ def _compact_kernel(vstate: MCState, op: CompactHeisenberg):
 @get_local_kernel.dispatch
 def _compact_kernel_chunked(vstate: MCState, op: CompactHeisenberg, chunk_size: int):
     return compact_local_kernel_chunked
-
-
-# --------------------------------------------------------------------------- measurement
-
-
-@jax.jit
-def _zero_share(op: nk.operator.DiscreteJaxOperator, x: jax.Array) -> jax.Array:
-    _, mels = op.get_conn_padded(x)
-    return jnp.mean(mels == 0)
-
-
-def _timed_local_energies(vstate: MCState, operators: Sequence, repeats: int) -> list:
-    """Median seconds and local energies of each operator, timed in alternation."""
-    energies = [vstate.local_estimators(op).data for op in operators]  # compiles
-    jax.block_until_ready(energies)
-    times = [[] for _ in operators]
-    for _ in range(repeats):  # alternating: a change of the machine's load hits both
-        for op, op_times in zip(operators, times, strict=True):
-            op_times.append(measure.timed(lambda op=op: vstate.local_estimators(op).data).wall_s)
-    return [(statistics.median(t), e) for t, e in zip(times, energies, strict=True)]
-
-
-def measure_modes(vstate: MCState, L: int, J2: float, repeats: int = 3) -> dict:
-    """Waste of the padded connections and local-energy wall time of both modes.
-
-    On the state's current samples (sample the chain first), in this one process: one
-    compiling call per mode, then ``repeats`` timed calls of each, alternating.
-
-    Args:
-        vstate: the variational state (its ``chunk_size`` is used).
-        L: lattice side.
-        J2: next-nearest-neighbour coupling.
-        repeats: timed calls per mode (median reported).
-
-    Returns:
-        ``waste`` (share of padded configurations with a zero element), ``padded_s`` and
-        ``compact_s`` (median seconds of ``vstate.local_estimators(H)``), ``ratio``
-        (padded / compact), ``configs_padded`` and ``configs_compact`` (network
-        evaluations per call), ``slots``, ``nonzero`` (off-diagonal non-zero terms of the
-        batch), ``max_flips`` (largest count of one sample), ``n_bonds``,
-        ``round_trip_s`` (median host read of the counts, compiled, samples ready) and
-        ``max_abs_diff`` (largest difference of the local energies over the largest
-        ``|E_loc|``).
-
-    """
-    from vitnqs.physics import j1j2_hamiltonian
-
-    padded = j1j2_hamiltonian(L, J2, local_energy="padded")
-    compact = j1j2_hamiltonian(L, J2, local_energy="compact")
-    samples = vstate.samples.reshape(-1, vstate.hilbert.size)
-    waste = float(_zero_share(padded, samples))
-    (padded_s, e_padded), (compact_s, e_compact) = _timed_local_energies(
-        vstate, (padded, compact), repeats
-    )
-    flips = np.asarray(_flips_per_sample(compact, samples))
-    # warm: the count's kernel is compiled by now
-    round_trips = [
-        measure.timed(lambda: int(_largest_device_total(compact, samples, n_shards()))).wall_s
-        for _ in range(5)
-    ]
-    slots = slots_of(compact, samples)
-    n = samples.shape[0]
-    return {
-        "waste": waste,
-        "padded_s": padded_s,
-        "compact_s": compact_s,
-        "ratio": padded_s / compact_s,
-        "configs_padded": n * (1 + padded.max_conn_size),
-        "configs_compact": n + slots,
-        "slots": slots,
-        "nonzero": int(flips.sum()),
-        "max_flips": int(flips.max()),
-        "n_bonds": compact.n_bonds,
-        "round_trip_s": statistics.median(round_trips),
-        "max_abs_diff": float(jnp.max(jnp.abs(e_compact - e_padded)) / jnp.max(jnp.abs(e_padded))),
-    }

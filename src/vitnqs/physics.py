@@ -17,6 +17,7 @@ import netket as nk
 import numpy as np
 
 from vitnqs.config import LOCAL_ENERGY_MODES
+from vitnqs.local_energy import CompactHeisenberg  # registers its NetKet kernels
 
 ED_MAX_L = 4
 """Largest lattice side for exact diagonalization (6 x 6 has 9.08e9 Sz=0 states)."""
@@ -76,8 +77,6 @@ def j1j2_hamiltonian(
     graph, couplings = square_lattice(L, J2), [1.0, J2] if J2 else [1.0]
     if local_energy == "padded":
         return heisenberg(graph, couplings)
-    from vitnqs.local_energy import CompactHeisenberg  # registers its NetKet kernels
-
     return CompactHeisenberg.from_graph(
         hilbert_space(graph.n_nodes), graph, [SPIN_PRODUCT_PER_PAULI_PRODUCT * J for J in couplings]
     )

@@ -14,9 +14,10 @@ Decoupled attention reach the same state only with queries and keys switched off
 
 This module builds that network from the project's own pieces
 (:class:`vitnqs.models.MultiHeadAttention`, :func:`vitnqs.geometry.extract_patches`,
-:func:`vitnqs.geometry.diagonal_patch`), derives the dimers from the same patch
-layout, and checks the mapping against exact diagonalization (4 x 4) and exact local
-energies (6 x 6); :func:`write_checks` writes the checks as a CSV table.
+:func:`vitnqs.geometry.diagonal_patch`) on the dimers of the same patch layout
+(:func:`vitnqs.geometry.dimer_bonds`), and checks the mapping against exact
+diagonalization (4 x 4) and exact local energies (6 x 6); :func:`write_checks` writes
+the checks as a CSV table.
 """
 
 from __future__ import annotations
@@ -33,12 +34,18 @@ import numpy as np
 import pandas as pd
 import scipy.sparse.linalg
 
-from vitnqs.geometry import check_patching, diagonal_patch, displacement_index, extract_patches
+from vitnqs.geometry import (
+    DIMER_PATCH,
+    check_dimer_lattice,
+    check_patching,
+    diagonal_patch,
+    dimer_bonds,
+    displacement_index,
+    extract_patches,
+    nearest_neighbour_bonds,
+)
 from vitnqs.models import ATTENTIONS, MultiHeadAttention
 from vitnqs.physics import heisenberg
-
-PATCH = 2
-"""Linear patch size of the construction (``d = PATCH**2 = 4``)."""
 
 HEADS = 2
 """Number of attention heads of the construction."""
@@ -71,56 +78,7 @@ DEGENERACY_WINDOW = 1e-8
 # ---- the lattice ---------------------------------------------------------------------
 
 
-def _check_lattice(L: int, b: int) -> int:
-    if b != PATCH:
-        raise ValueError(f"the Shastry-Sutherland construction needs b={PATCH} (got b={b})")
-    grid = check_patching(L, b)
-    if L < 4:
-        raise ValueError(f"the Shastry-Sutherland lattice needs L >= 4 (got L={L})")
-    return grid
-
-
-def _patch_sites(L: int, b: int) -> np.ndarray:
-    """``(n, b*b)`` site indices of every patch, in the order of :func:`extract_patches`."""
-    return np.asarray(extract_patches(np.arange(L * L)[None, :], b)[0])
-
-
-def dimer_bonds(L: int, b: int = PATCH) -> np.ndarray:
-    """Oriented dimer bonds ``(a, b)`` of the Shastry-Sutherland lattice built by the ViT.
-
-    Derived from the network's own patch layout: inside patch ``i`` the anti-diagonal
-    pair ``(s_i3, s_i2)`` (flattened entries 2 and 1), across patches the diagonal pair
-    ``(s_i4, s_{S(i),1})`` (entry 3 of ``i``, entry 0 of ``S(i)``). The orientation
-    is the sign convention of the network's singlets: the network's amplitude on a
-    dimer is ``(s_a - s_b) / 2``.
-
-    Args:
-        L: linear lattice size (even, at least 4).
-        b: patch size; only 2 is supported.
-
-    Returns:
-        Integer array of shape ``(L*L // 2, 2)``: the ``n`` in-patch dimers (patch order),
-        then the ``n`` cross-patch ones.
-
-    """
-    grid = _check_lattice(L, b)
-    sites = _patch_sites(L, b)
-    patches = np.arange(grid * grid)
-    in_patch = np.stack([sites[:, 2], sites[:, 1]], axis=1)
-    across = np.stack([sites[:, 3], sites[diagonal_patch(patches, grid), 0]], axis=1)
-    return np.concatenate([in_patch, across])
-
-
-def nearest_neighbour_bonds(L: int) -> np.ndarray:
-    """``(2 L*L, 2)`` nearest-neighbour bonds of the periodic ``L x L`` lattice."""
-    x, y = np.divmod(np.arange(L * L), L)
-    right = (x % L) * L + (y + 1) % L
-    down = ((x + 1) % L) * L + y % L
-    site = np.arange(L * L)
-    return np.concatenate([np.stack([site, right], 1), np.stack([site, down], 1)])
-
-
-def dimer_covering_violations(L: int, b: int = PATCH) -> dict[str, int]:
+def dimer_covering_violations(L: int, b: int = DIMER_PATCH) -> dict[str, int]:
     """Count what keeps :func:`dimer_bonds` from being a Shastry-Sutherland dimer covering.
 
     Returns:
@@ -204,7 +162,7 @@ class ShastrySutherlandViT(nn.Module):
 
     attention: str = "factored"
     """One of :data:`vitnqs.models.ATTENTIONS`."""
-    b: int = PATCH
+    b: int = DIMER_PATCH
     """Linear patch size (the embedding dimension is ``b**2``)."""
 
     @nn.compact
@@ -218,16 +176,16 @@ class ShastrySutherlandViT(nn.Module):
         return jnp.sum(log_cos(mixed), axis=(-2, -1))
 
 
-def intended_attention(L: int, b: int = PATCH) -> np.ndarray:
+def intended_attention(L: int, b: int = DIMER_PATCH) -> np.ndarray:
     """``(2, n, n)`` attention maps of the construction: identity and ``j = S(i)``."""
-    grid = _check_lattice(L, b)
+    grid = check_dimer_lattice(L, b)
     n = grid * grid
     shift = np.zeros((n, n))
     shift[np.arange(n), diagonal_patch(np.arange(n), grid)] = 1.0
     return np.stack([np.eye(n), shift])
 
 
-def exact_parameters(attention: str, L: int, b: int = PATCH) -> dict:
+def exact_parameters(attention: str, L: int, b: int = DIMER_PATCH) -> dict:
     """Analytical parameters of :class:`ShastrySutherlandViT` for the dimer state.
 
     * Factored: ``p`` of head 1 is a delta at zero displacement (``alpha^(1) = 1``), of
@@ -254,7 +212,7 @@ def exact_parameters(attention: str, L: int, b: int = PATCH) -> dict:
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}; allowed: {', '.join(ATTENTIONS)}")
-    grid = _check_lattice(L, b)
+    grid = check_dimer_lattice(L, b)
     n, d = grid * grid, b * b
     value = np.zeros((d, d))
     value[3, 0] = V11  # head 1, component 1: V11 s_i4
@@ -317,14 +275,16 @@ def network_log_amplitude(attention: str, sigma: np.ndarray) -> np.ndarray:
 # ---- independent reference -----------------------------------------------------------
 
 
-def product_of_singlets_amplitude(sigma: np.ndarray, L: int, b: int = PATCH) -> np.ndarray:
+def product_of_singlets_amplitude(sigma: np.ndarray, L: int, b: int = DIMER_PATCH) -> np.ndarray:
     """Amplitude ``prod_dimers (s_a - s_b) / 2`` of the dimer product state (+-1 or 0)."""
     sigma = np.atleast_2d(np.asarray(sigma))
     bonds = dimer_bonds(L, b)
     return np.prod((sigma[:, bonds[:, 0]] - sigma[:, bonds[:, 1]]) / 2, axis=1)
 
 
-def product_of_singlets_log_amplitude(sigma: np.ndarray, L: int, b: int = PATCH) -> np.ndarray:
+def product_of_singlets_log_amplitude(
+    sigma: np.ndarray, L: int, b: int = DIMER_PATCH
+) -> np.ndarray:
     """Complex log of :func:`product_of_singlets_amplitude` (``-inf`` where it vanishes)."""
     amplitude = product_of_singlets_amplitude(sigma, L, b).astype(complex)
     with np.errstate(divide="ignore"):

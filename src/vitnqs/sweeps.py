@@ -15,8 +15,9 @@ from snakemake.utils import Paramspace
 
 from vitnqs.config import RUN_COLUMNS, ConfigError, FieldError, RunConfig, RunOptions
 from vitnqs.plan import plan_run
+from vitnqs.tables import in_sweep
 
-__all__ = ["RUN_COLUMNS", "in_sweep", "preset", "run_options", "run_space", "runs_table"]
+__all__ = ["RUN_COLUMNS", "preset", "run_options", "run_space", "runs_table"]
 
 FIGURE_SWEEPS = ("fig2", "fig3", "fig4", "table1")
 """Sweeps the figures and tables are drawn from; every preset must define them."""
@@ -99,11 +100,6 @@ def run_space(table: pd.DataFrame) -> Paramspace:
     The pipeline's ``{run}`` wildcard; ``.instance({"run": name})`` gives the settings back.
     """
     return Paramspace(table[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
-
-
-def in_sweep(table: pd.DataFrame, sweep: str) -> pd.DataFrame:
-    """Rows of a runs table (with a ``sweeps`` column) that belong to ``sweep``."""
-    return table[table["sweeps"].str.split(";").map(lambda names: sweep in names)]
 
 
 TIMED_SWEEP = "fig3"

@@ -15,7 +15,6 @@ from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.estimates import v_score
 from vitnqs.references import literature_reference
 from vitnqs.rundir import HISTORY, SUMMARY, SYMMETRIZED, check_same_run, read_checked
-from vitnqs.sweeps import in_sweep
 
 SUMMARY_FIELDS = (
     "n_parameters",
@@ -39,6 +38,11 @@ def paper_table1() -> pd.DataFrame:
         table = pd.read_csv(f)
     table["attention"] = table["attention"].str.lower()
     return table
+
+
+def in_sweep(table: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    """Rows of a runs table (with a ``sweeps`` column) that belong to ``sweep``."""
+    return table[table["sweeps"].str.split(";").map(lambda names: sweep in names)]
 
 
 def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,6 +1,6 @@
 """Time per optimization step of whole runs, one run at a time (Figure 3, Table 1, findings).
 
-Where :mod:`vitnqs.performance` splits one step of a model into its phases to compare
+Where :mod:`vitnqs.bench.phases` splits one step of a model into its phases to compare
 each with the machine's limit, this module times the driver's whole step of the runs of
 a sweep, as the runs execute it (their run plan), for the figures and tables. The runs
 share the machine with each other, so the step times they record measure the load as

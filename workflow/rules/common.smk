@@ -20,9 +20,9 @@ import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.pilot import PilotRows
+from vitnqs.tables import in_sweep
 from vitnqs import files, plan, rundir
 from vitnqs.sweeps import (
-    in_sweep,
     preset,
     run_options,
     run_space,

@@ -4,12 +4,14 @@ One SR step of :func:`vitnqs.loop.build_driver`'s driver is split into the phase
 of :data:`PHASES`, each run and timed on its own with NetKet's own functions (the
 ones ``VMC_SR`` calls), so that their sum is the step and each can be compared with
 the machine's ceiling: a large float64 matrix product through JAX, measured in the
-same process (:func:`matmul_ceiling`). :func:`check_split` asserts that the phases
-reproduce the driver's own parameter update. Operation counts (``docs/performance.md``
-derives them) come from :func:`forward_flops` and :func:`phase_flops`.
+same process (:func:`matmul_ceiling`). :func:`split_error` measures how closely the
+phases reproduce the driver's own parameter update. Operation counts
+(``docs/performance.md`` derives them) come from :func:`forward_flops` and
+:func:`phase_flops`.
 
-Run it with ``python -m vitnqs benchmark`` (``--help``); every configuration runs in
-a child process, so that its peak memory is its own.
+Run it with ``python -m vitnqs benchmark`` (``--help``); every :class:`Case` runs in
+a child process, so that its peak memory is its own. The local energies of both modes
+are also timed on the same samples (:func:`vitnqs.bench.local_energy.measure_modes`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,7 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitnqs import measure
-from vitnqs.config import PAPER_MODEL, RunConfig, RunOptions
+from vitnqs.bench.local_energy import measure_modes
+from vitnqs.config import RunConfig, RunOptions
+from vitnqs.loop import build_driver
 from vitnqs.plan import plan_run
 from vitnqs.sr import kernel_blocks
 
@@ -278,24 +283,53 @@ def split_error(driver, modes: Sequence[str]) -> dict[str, float]:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One benchmark process: the paper's architecture at one (attention, L), some SR modes."""
+    """One benchmark process: a run's driver, and the SR modes whose phases are timed."""
 
-    attention: str
-    L: int
+    config: RunConfig
+    """the run whose steps are timed (its ``steps`` only set the learning-rate schedule)"""
+    options: RunOptions
+    """how it executes: chunk size, network dtype, the driver's local energies (both
+    modes' phase is also timed on the same samples); ``sr_mode`` is the driver's, the
+    first of :attr:`sr_modes`"""
     sr_modes: tuple[str, ...]
-    samples: int
-    chunk_size: int | None
-    layers: int = PAPER_MODEL["layers"]
-    d: int = PAPER_MODEL["d"]
-    heads: int = PAPER_MODEL["heads"]
-    b: int = PAPER_MODEL["b"]
-    J2: float = 0.5
-    network_dtype: str = "float64"
-    local_energy: str = "compact"
-    """The driver's local energies; both modes' phase is also timed on the same samples."""
+    """the SR modes whose Jacobian and kernel phases are timed on the same samples"""
     steps: int = 3
+    """timed steps after one warm-up step"""
     time_driver: bool = True
-    """Also time the driver's own fused step in the first mode (one more compilation)."""
+    """also time the driver's own fused step in the first mode (one more compilation)"""
+
+    def __post_init__(self):
+        if not self.sr_modes or self.sr_modes[0] != self.options.sr_mode:
+            raise ValueError(
+                f"the first SR mode {self.sr_modes[:1]} must be the driver's, "
+                f"options.sr_mode={self.options.sr_mode!r}"
+            )
+
+    def record(self) -> dict[str, Any]:
+        """The case in a result (``case``); all but ``sr_modes`` lead the benchmark's rows."""
+        config, options = self.config, self.options
+        return {
+            "attention": config.attention, "L": config.L, "sr_modes": list(self.sr_modes),
+            "samples": config.samples, "chunk_size": options.chunk_size,
+            "layers": config.layers, "d": config.d, "heads": config.heads, "b": config.b,
+            "J2": config.J2, "network_dtype": options.network_dtype,
+            "local_energy": options.local_energy, "steps": self.steps,
+            "time_driver": self.time_driver,
+        }  # fmt: skip
+
+    def to_json(self) -> str:
+        """The case as JSON, for its child process (:func:`child_main`)."""
+        return json.dumps(dataclasses.asdict(self), default=str)  # a reference file's path
+
+    @classmethod
+    def from_json(cls, text: str) -> Case:
+        """The case of :meth:`to_json`."""
+        fields = json.loads(text)
+        options = fields["options"]
+        if options["reference_file"] is not None:
+            options["reference_file"] = Path(options["reference_file"])
+        fields |= {"config": RunConfig(**fields["config"]), "options": RunOptions(**options)}
+        return cls(**{**fields, "sr_modes": tuple(fields["sr_modes"])})
 
 
 def _mib(size: int | None) -> float | None:
@@ -304,39 +338,7 @@ def _mib(size: int | None) -> float | None:
 
 def case_driver(case: Case):
     """The SR driver of a case, built as a run builds it (its first SR mode, may be ``auto``)."""
-    from vitnqs.loop import build_driver
-
-    config = RunConfig(
-        attention=case.attention, L=case.L, J2=case.J2, layers=case.layers, d=case.d,
-        heads=case.heads, b=case.b, samples=case.samples, steps=5000,
-    )  # fmt: skip
-    options = RunOptions(
-        chunk_size=case.chunk_size, sr_mode=case.sr_modes[0],
-        network_dtype=case.network_dtype, local_energy=case.local_energy, progress=False,
-    )  # fmt: skip
-    return build_driver(config, options, plan_run(config, options))
-
-
-def local_energy_calls(vstate, L: int, J2: float) -> dict[str, Callable[[], jax.Array]]:
-    """One call per local-energy mode on the state's current samples, for timing or tracing.
-
-    Sample the chain first (``vstate.sample()``); the calls do not resample. Each call
-    returns the local energies of all samples (shaped as the samples without their
-    sites), computed to the end (``block_until_ready``), as the driver's
-    ``vstate.local_estimators`` computes them with the J1-J2 Hamiltonian of that mode
-    (:func:`vitnqs.physics.j1j2_hamiltonian`): ``compact`` (only the non-zero
-    connections, with its host read of the slot count, :mod:`vitnqs.local_energy`)
-    and ``padded`` (NetKet's ``max_conn_size`` per sample). The first call of each
-    compiles.
-    """
-    from vitnqs.physics import j1j2_hamiltonian
-
-    def call(operator) -> Callable[[], jax.Array]:
-        return lambda: jax.block_until_ready(vstate.local_estimators(operator).data)
-
-    return {
-        mode: call(j1j2_hamiltonian(L, J2, local_energy=mode)) for mode in ("compact", "padded")
-    }
+    return build_driver(case.config, case.options, plan_run(case.config, case.options))
 
 
 def measure_case(case: Case) -> dict[str, Any]:
@@ -354,10 +356,9 @@ def measure_case(case: Case) -> dict[str, Any]:
         cpu.append(runner.cpu)
     median = {key: statistics.median(t[key] for t in timed) for key in timed[0]}
     median_cpu = {key: statistics.median(t[key] for t in cpu) for key in cpu[0]}
-    from vitnqs.local_energy import measure_modes
-
     # the local-energy phase in both modes on the run's own samples, and the waste
-    local_modes = measure_modes(driver.state, case.L, case.J2, repeats=max(case.steps, 3))
+    config = case.config
+    local_modes = measure_modes(driver.state, config.L, config.J2, repeats=max(case.steps, 3))
     driver_step_s = math.nan
     if (
         case.time_driver and case.sr_modes[0] not in runner.failed
@@ -368,11 +369,11 @@ def measure_case(case: Case) -> dict[str, Any]:
         _, seconds = _timed(lambda: driver.run(case.steps, show_progress=False) or driver.state)
         driver_step_s = seconds / case.steps
     return {
-        "case": dataclasses.asdict(case),
+        "case": case.record(),
         "failed": runner.failed,
         "n_parameters": int(driver.state.n_parameters),
         # network evaluations per sample of the driver's local energies
-        "max_conn": local_modes[f"configs_{case.local_energy}"] / case.samples,
+        "max_conn": local_modes[f"configs_{case.options.local_energy}"] / config.samples,
         "seconds": median,
         "cpu_seconds": median_cpu,
         "driver_step_s": driver_step_s,
@@ -387,7 +388,7 @@ def measure_case(case: Case) -> dict[str, Any]:
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Long-format rows of a :func:`measure` result.
+    """Long-format rows of a :func:`measure_case` result.
 
     Per SR mode, one row per phase plus ``step`` (their sum) and, for the first mode,
     ``driver_step`` (the driver's own step).
@@ -444,14 +445,14 @@ def run_cases(
     started = time.perf_counter()
     for number, case in enumerate(cases, 1):
         elapsed = time.perf_counter() - started
-        label = (f"[{number}/{len(cases)}] {case.attention} L={case.L} J2={case.J2:g} "
-                 f"{case.local_energy} "
-                 f"{'/'.join(case.sr_modes)} {case.network_dtype}")  # fmt: skip
+        config, options = case.config, case.options
+        label = (f"[{number}/{len(cases)}] {config.attention} L={config.L} J2={config.J2:g} "
+                 f"{options.local_energy} "
+                 f"{'/'.join(case.sr_modes)} {options.network_dtype}")  # fmt: skip
         if max_seconds is not None and elapsed > max_seconds:
             print(f"{label}: skipped, {elapsed:.0f} s > budget {max_seconds:.0f} s", file=log)
             continue
-        command = [sys.executable, "-m", "vitnqs", "benchmark", "--child",
-                   json.dumps(dataclasses.asdict(case))]  # fmt: skip
+        command = [sys.executable, "-m", "vitnqs", "benchmark", "--child", case.to_json()]
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode != 0:
             print(f"{label}: FAILED (exit {child.returncode})\n{child.stderr[-3000:]}", file=log)
@@ -466,7 +467,7 @@ def run_cases(
 
 def child_main(case_json: str) -> None:
     """Entry point of a child process: measure one case, print its result as JSON."""
-    result = measure_case(Case(**json.loads(case_json)))
+    result = measure_case(Case.from_json(case_json))
     print(json.dumps(result), flush=True)
 
 
