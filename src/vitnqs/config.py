@@ -24,6 +24,7 @@ import inspect
 import json
 import math
 import numbers
+import re
 import textwrap
 from collections.abc import Mapping
 from functools import cache
@@ -136,7 +137,8 @@ class RunConfig:
     """Everything that defines one optimization run (defaults: the paper's).
 
     The fields, in order, are the columns of the run tables and name the run's directory
-    (:func:`vitnqs.sweeps.run_space`).
+    (:func:`run_name`); the stability options after ``seed`` (off by default,
+    :mod:`vitnqs.stability`) name it only when they are set.
     """
 
     attention: str
@@ -163,6 +165,13 @@ class RunConfig:
     """diagonal shift of the SR kernel"""
     seed: int = 0
     """seed of the parameter initialization and of the sampler"""
+    max_update: float = 0.0
+    """bounded SR step: largest predicted change of log psi per step, ||O lr dθ||^2 / M
+    (0: no bound)"""
+    jump_remedies: int = 0
+    """times a run that jumps returns to its best state with half the step (0: none)"""
+    collapse_remedies: int = 0
+    """times a collapsing run (acceptance < 0.1) takes 4x more samples per step (0: none)"""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
@@ -195,6 +204,19 @@ class RunConfig:
                 f"an integer from 0 to 2**63 - 1 = {MAX_SEED}",
             ),
         ]
+        checks += [
+            (
+                "max_update",
+                self.max_update,
+                _is_finite(self.max_update) and self.max_update >= 0,
+                "finite and >= 0 (0: no bound)",
+            ),
+            *(
+                (name, getattr(self, name), _is_int(getattr(self, name)) and
+                 0 <= getattr(self, name) <= MAX_REMEDIES, f"an integer from 0 to {MAX_REMEDIES}")
+                for name in ("jump_remedies", "collapse_remedies")
+            ),
+        ]  # fmt: skip
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ConfigError(name, f"must be {allowed} (got {value!r})")
@@ -204,12 +226,36 @@ class RunConfig:
         """The run of a table row, every field cast to its type.
 
         Args:
-            row: a dict, a pandas row or a Snakemake ``Paramspace`` instance (numpy
-                scalars, the strings of a path).
+            row: a dict or a pandas row (numpy scalars, or the strings of a directory
+                name); a setting it lacks takes its default, except the named ones.
 
         """
         types = {"str": str, "int": int, "float": float}
-        return cls(**{f.name: types[f.type](row[f.name]) for f in dataclasses.fields(cls)})
+        return cls(
+            **{
+                f.name: types[f.type](row[f.name])
+                for f in dataclasses.fields(cls)
+                if f.name in NAMED_ALWAYS or _present(row, f.name)
+            }
+        )
+
+    @classmethod
+    def from_name(cls, name: str) -> RunConfig:
+        """The run of a directory name of :func:`run_name`.
+
+        Raises:
+            ConfigError: naming ``run`` when the name is not one of a run.
+
+        """
+        fields = "|".join(f.name for f in dataclasses.fields(cls))
+        pairs = dict(re.findall(rf"(?:^|_)({fields})~([^_]+)", name))
+        try:
+            config = cls.from_row(pairs)
+        except (KeyError, ValueError) as error:
+            raise ConfigError("run", f"{name!r} is not a run directory's name ({error})") from None
+        if run_name(config) != name:
+            raise ConfigError("run", f"{name!r} is not a run directory's name")
+        return config
 
     @property
     def n_sites(self) -> int:
@@ -224,6 +270,42 @@ class RunConfig:
 
 RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(RunConfig))
 """The settings that identify a run (and name its directory), in order."""
+NAMED_ALWAYS = RUN_COLUMNS[: RUN_COLUMNS.index("seed") + 1]
+"""The settings every run directory's name spells; the others only when not at their
+default, so that adding a setting renames no existing run."""
+MAX_REMEDIES = 3
+"""Most in-run remedies of one kind a run may be allowed (:mod:`vitnqs.stability`)."""
+
+
+def _present(row: Mapping[str, Any], name: str) -> bool:
+    """Whether a table row holds a value for ``name`` (older tables lack newer settings)."""
+    try:
+        value = row[name]
+    except (KeyError, IndexError):
+        return False
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def named_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings a run's name spells, and its job's command line passes.
+
+    :data:`NAMED_ALWAYS`, then the others that differ from their default.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    return {
+        name: getattr(config, name)
+        for name in RUN_COLUMNS
+        if name in NAMED_ALWAYS or getattr(config, name) != defaults[name]
+    }
+
+
+def run_name(config: RunConfig) -> str:
+    """The name of a run's directory: ``attention~t5_L~6_J2~0.5_..._seed~0``.
+
+    Its :func:`named_settings` as ``name~value``, values as Python prints them (the names
+    Snakemake's ``Paramspace`` gave the runs of earlier versions).
+    """
+    return "_".join(f"{name}~{value}" for name, value in named_settings(config).items())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,6 +88,14 @@ def accuracy_rows(runs: pd.DataFrame) -> list[dict[str, str]]:
         notes = "".join(
             f"; {NAMES[r.attention]} seed {r.seed} {r.remedies}" for r in remedied.itertuples()
         )
+        for column, words in (("jump", "jumped at"), ("collapse", "collapsed:")):
+            if column not in panel:  # runs.csv of older code
+                continue
+            marked = panel[panel[column].fillna("").astype(str) != ""]
+            notes += "".join(
+                f"; {NAMES[r.attention]} seed {r.seed} {words} {getattr(r, column)}"
+                for r in marked.itertuples()
+            )
         rows.append(
             {"claim": ACCURACY, "case": case, "criterion": criterion, "result": _result(passed),
              "numbers": f"{numbers}; largest / smallest {ratio:.2f}{notes}"}

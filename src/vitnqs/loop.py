@@ -6,16 +6,21 @@ NetKet driver with :func:`sr_driver` from a :class:`~vitnqs.plan.RunPlan` (which
 the SR mode), and step it under a :class:`StepMonitor`: a clock per step, checkpoints
 every few minutes (or every few steps) and at the end, and a stop with a checkpoint at
 the next step boundary when a signal arrives (:class:`~vitnqs.stops.StopSignals`).
+The stability controls of :mod:`vitnqs.stability` are callbacks of the same loop: the
+bounded step (:class:`StepControl`) and the watch for jumps (:class:`JumpGuard`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import netket as nk
@@ -30,6 +35,7 @@ from vitnqs.models import ViT
 from vitnqs.physics import exchange_sampler, j1j2_hamiltonian
 from vitnqs.plan import RunPlan, plan_run
 from vitnqs.sr import KernelSR
+from vitnqs.stability import WINDOW, Jump, find_jump, window_means
 from vitnqs.stops import Interrupted, StopSignals, signal_name
 
 CHECKPOINT_SECONDS = 300
@@ -210,3 +216,107 @@ class StepMonitor(AbstractCallback, mutable=True):
     def on_run_end(self, step, driver):
         """Checkpoint the end of the run."""
         self._save(driver)
+
+
+class JumpGuard:
+    """Watches a run's energies and keeps the driver's state at its best window.
+
+    :meth:`observe` is called after each step with the whole history; when the last window
+    is the lowest so far, the driver's state after that step (the state a run resumed
+    there starts from) is kept, in memory: JAX arrays are immutable, so keeping the state
+    dict costs no copy.
+    """
+
+    def __init__(self, first_step: int):
+        """Watch from ``first_step`` on (a resumed run starts a new watch)."""
+        self.first_step = first_step
+        self.best_mean = math.inf
+        self.best_step: int | None = None
+        self.best_state: Any = None
+
+    def observe(self, history: list[dict[str, float]], driver) -> Jump | None:
+        """Look at the history after a step; return the jump if the last window made one."""
+        rows = [r for r in history if r["step"] >= self.first_step]
+        if len(rows) < WINDOW:
+            return None
+        energies = [r["energy"] for r in rows]
+        errors = [r["energy_error"] for r in rows]
+        jump = find_jump(energies, errors)
+        if jump is not None and jump.step == len(rows) - 1:
+            return dataclasses.replace(
+                jump, step=jump.step + self.first_step, best_step=self.best_step
+            )
+        means, _ = window_means(energies[-WINDOW:], errors[-WINDOW:])
+        if means[0] < self.best_mean:
+            self.best_mean = float(means[0])
+            self.best_step = int(rows[-1]["step"])
+            # at the end of a step NetKet has not yet counted it: the state kept is the one
+            # a run resumed at the next step starts from
+            state = flax.serialization.to_state_dict(driver)
+            self.best_state = {**state, "_step_count": self.best_step + 1}
+        return None
+
+
+def predicted_change(vstate, update: Any) -> float:
+    """``||O dθ||^2 / M``: the mean squared change of ``log psi`` on the step's samples.
+
+    ``O`` are the log-derivatives centred over the samples (SR's metric, complex
+    ``log psi``); one Jacobian-vector product on the samples of the current step.
+
+    Args:
+        vstate: the driver's variational state (its samples are the step's).
+        update: a parameter-shaped pytree ``dθ``.
+
+    """
+    samples = vstate.samples.reshape(-1, vstate.samples.shape[-1])
+    return float(_predicted_change(vstate._apply_fun, vstate.variables, update, samples))
+
+
+@partial(jax.jit, static_argnames="apply_fun")
+def _predicted_change(apply_fun, variables, update, samples):
+    def log_psi(params):
+        return apply_fun({**variables, "params": params}, samples)
+
+    _, tangent = jax.jvp(log_psi, (variables["params"],), (update,))
+    tangent = tangent - tangent.mean()
+    return jnp.mean(jnp.abs(tangent) ** 2)
+
+
+class StepControl(AbstractCallback, mutable=True):
+    """Scales each SR update before it is applied: the bounded step and the remedies' factor.
+
+    The driver applies ``θ -> θ - lr(step) * dθ``; this callback multiplies ``dθ`` by
+    ``factor`` (the jump remedy's, 1 by default) and, with a bound, by
+    ``sqrt(max_update / change)`` where the predicted change
+    ``(lr * factor)^2 ||O dθ||^2 / M`` exceeds ``max_update``. :attr:`scale` is the
+    factor applied at the last step.
+    """
+
+    schedule: Any = struct.field(pytree_node=False, serialize=False)
+    max_update: float = struct.field(pytree_node=False, serialize=False)
+    factor: float = struct.field(pytree_node=False, serialize=False)
+    scale: float = struct.field(pytree_node=False, serialize=False)
+
+    def __init__(self, schedule, max_update: float = 0.0, factor: float = 1.0):
+        """Control the updates.
+
+        Args:
+            schedule: the run's learning-rate schedule ``lr(step)``.
+            max_update: the bound on the predicted change (0: none).
+            factor: the remedies' factor on every update.
+
+        """
+        self.schedule, self.max_update, self.factor = schedule, max_update, factor
+        self.scale = 1.0
+
+    def before_parameter_update(self, step, log_data, driver):
+        """Scale ``dθ`` (NetKet applies it right after this hook)."""
+        scale = self.factor
+        if self.max_update > 0:
+            lr = float(self.schedule(step)) * scale
+            change = lr**2 * predicted_change(driver.state, driver._dp)
+            if change > self.max_update:
+                scale *= math.sqrt(self.max_update / change)
+        if scale != 1.0:
+            driver._dp = jax.tree_util.tree_map(lambda x: x * scale, driver._dp)
+        self.scale = scale

@@ -35,7 +35,7 @@ from vitnqs import checkpoint, devices, files, measure
 from vitnqs.config import RESULTS_VERSION, RunConfig, RunOptions, read_reference_file
 from vitnqs.estimates import per_site
 from vitnqs.evaluation import PLAIN_EVAL_DISCARD, final_evaluation
-from vitnqs.loop import StepMonitor, build_driver, divergence, lr_schedule
+from vitnqs.loop import JumpGuard, StepControl, StepMonitor, build_driver, divergence, lr_schedule
 from vitnqs.physics import energy_bounds
 from vitnqs.plan import EVAL_CHAIN_LENGTH, RunPlan, plan_run
 from vitnqs.progress import Progress
@@ -45,14 +45,18 @@ from vitnqs.rundir import (
     DIVERGENCES,
     HISTORY,
     HISTORY_COLUMNS,
+    HISTORY_DEFAULTS,
     INIT_PARAMS,
     PARAMS,
+    REMEDIES,
     SUMMARY,
     check_same_run,
     read_finished,
+    read_records,
     vouch,
     write_history,
 )
+from vitnqs.stability import COLLAPSE_SAMPLES_FACTOR, WINDOW, Remedy, collapsed
 from vitnqs.stops import Diverged, StopSignals
 
 UNRECORDED_CHECKPOINT_VERSION = 1
@@ -68,7 +72,13 @@ class _Run:
     """State of one invocation of :func:`optimize`."""
 
     def __init__(
-        self, config: RunConfig, options: RunOptions, out: Path, signals: StopSignals, factor: float
+        self,
+        config: RunConfig,
+        options: RunOptions,
+        out: Path,
+        signals: StopSignals,
+        factor: float,
+        remedies: list[dict[str, Any]],
     ):
         self.config, self.options, self.out, self.signals = config, options, out, signals
         self.reference: Reference | None = None
@@ -80,6 +90,21 @@ class _Run:
         self.schedule = lr_schedule(config, factor)
         self.energy_bounds = energy_bounds(config.L, config.J2)
         self.progress = Progress(config.steps, enabled=options.progress)
+        # the in-run remedies (vitnqs.stability): those recorded so far set the factors
+        self.remedies = remedies
+        jumps = sum(r["event"] == "jump" for r in remedies)
+        collapses = sum(r["event"] == "collapse" for r in remedies)
+        self.control = StepControl(self.schedule, config.max_update, 0.5**jumps)
+        self.samples_factor = COLLAPSE_SAMPLES_FACTOR**collapses
+        self.jump_guard: JumpGuard | None = None
+        self.watch_from = 0  # the first step of the current watch (jumps, collapses)
+
+    def watch(self, step: int) -> None:
+        """Watch for jumps and collapses from ``step`` on, while remedies are left."""
+        self.watch_from = step
+        jumps = sum(r["event"] == "jump" for r in self.remedies)
+        left = jumps < self.config.jump_remedies
+        self.jump_guard = JumpGuard(step) if left else None
 
     # -- checkpoints ---------------------------------------------------------------
     def save(self, driver) -> None:
@@ -102,7 +127,13 @@ class _Run:
         driver = flax.serialization.from_bytes(driver, payload["driver"])
         columns = payload["history"]
         n = len(columns["step"])
-        self.history = [{c: float(columns[c][i]) for c in HISTORY_COLUMNS} for i in range(n)]
+        self.history = [
+            {
+                c: float(columns[c][i] if c in columns else HISTORY_DEFAULTS[c])
+                for c in HISTORY_COLUMNS
+            }
+            for i in range(n)
+        ]
         self.elapsed_before = float(payload["elapsed"])
         written_by = payload.get("results_versions", [UNRECORDED_CHECKPOINT_VERSION])
         self.results_versions = sorted({*map(int, written_by), RESULTS_VERSION})
@@ -134,11 +165,61 @@ class _Run:
             "acceptance": float(driver.state.sampler_state.acceptance),
             "r_hat": float(np.real(r_hat)) if r_hat is not None else math.nan,
             "lr": float(self.schedule(step)),
+            "update_scale": self.control.scale,
             "time_s": seconds,
         }
         self.history.append(row)
         write_history(self.out / HISTORY, [row])
         self.progress.update(row)
+        self.look_for_trouble(driver)
+
+    # -- in-run remedies (vitnqs.stability) ------------------------------------------------
+    def look_for_trouble(self, driver) -> None:
+        """Raise :class:`~vitnqs.stability.Remedy` on a jump or a collapse to remedy."""
+        if self.jump_guard is not None:
+            jump = self.jump_guard.observe(self.history, driver)
+            if jump is not None:
+                raise Remedy(
+                    {"event": "jump", "step": jump.step, "returned_to": jump.best_step + 1,
+                     "best_mean": jump.best_mean, "mean": jump.mean, "sigmas": jump.sigmas,
+                     "update_factor": self.control.factor / 2}
+                )  # fmt: skip
+        collapses = sum(r["event"] == "collapse" for r in self.remedies)
+        watched = [r["acceptance"] for r in self.history if r["step"] >= self.watch_from]
+        if collapses < self.config.collapse_remedies and collapsed(watched):
+            step = int(self.history[-1]["step"])
+            samples = self.config.samples * self.samples_factor * COLLAPSE_SAMPLES_FACTOR
+            raise Remedy(
+                {"event": "collapse", "step": step, "returned_to": step + 1,
+                 "acceptance": float(np.mean(watched[-WINDOW:])), "samples": samples}
+            )  # fmt: skip
+
+    def remedy(self, driver, record: dict[str, Any]):
+        """Apply a remedy in place; record it, checkpoint, and return the driver to go on."""
+        if record["event"] == "jump":
+            driver = flax.serialization.from_state_dict(driver, self.jump_guard.best_state)
+            self.history = [r for r in self.history if r["step"] < record["returned_to"]]
+            write_history(self.out / HISTORY, self.history, rewrite=True)
+            self.control.factor = record["update_factor"]
+            what = (
+                f"the energy jumped {record['sigmas']:.1f} error bars at step {record['step']}: "
+                f"back to step {record['returned_to']} with the update x{self.control.factor:g}"
+            )
+        else:
+            self.samples_factor *= COLLAPSE_SAMPLES_FACTOR
+            driver.state.n_samples = record["samples"]
+            what = (
+                f"the chains collapsed (acceptance {record['acceptance']:.3f}) at step "
+                f"{record['step']}: {record['samples']} samples per step from now on"
+            )
+        self.remedies.append(record)
+        files.write_atomic(
+            self.out / REMEDIES, (json.dumps(self.remedies, indent=2) + "\n").encode()
+        )
+        self.save(driver)
+        self.watch(driver.step_count)
+        print(f"[vitnqs] remedy: {what}", file=sys.stderr)
+        return driver
 
 
 def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:
@@ -152,7 +233,7 @@ def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:
 
     """
     path = out / DIVERGENCES
-    records = _read_divergences(path)
+    records = read_records(path, ("step", "lr_factor"))
     if len(records) > MAX_REMEDIES:
         steps = ", ".join(str(r["step"]) for r in records)
         raise Diverged(
@@ -161,31 +242,6 @@ def lr_factor(out: Path) -> tuple[float, list[dict[str, Any]]]:
             f"raise diag_shift in config.yaml (a new run), or delete {path} to retry as is"
         )
     return 0.5 ** len(records), records
-
-
-def _read_divergences(path: Path) -> list[dict[str, Any]]:
-    """The recorded divergences of a run.
-
-    An unreadable record is set aside (renamed), like a corrupt checkpoint, and the run
-    goes on as if it had none.
-    """
-    if not path.exists():
-        return []
-    try:
-        records = json.loads(path.read_text())
-        if not isinstance(records, list) or not all(
-            isinstance(r, dict) and {"step", "lr_factor"} <= r.keys() for r in records
-        ):
-            raise ValueError("not a list of divergence records")
-        return records
-    except (ValueError, UnicodeDecodeError) as error:
-        aside = files.set_aside(path, "corrupt")
-        print(
-            f"[vitnqs] WARNING: {path} is unreadable ({error}); moved it to {aside.name}: "
-            "the run goes on with the full learning rate",
-            file=sys.stderr,
-        )
-        return []
 
 
 def _record_divergence(run: _Run, error: Diverged, factor: float, records: list) -> str:
@@ -320,7 +376,8 @@ def _optimize(
 ) -> dict[str, Any]:
     """:func:`optimize` once the devices are checked and the directory is locked."""
     factor, divergences = lr_factor(out)
-    run = _Run(config, options, out, signals, factor)
+    remedies = read_records(out / REMEDIES, ("event", "step"))
+    run = _Run(config, options, out, signals, factor, remedies)
     run.reference = _reference(config, options.reference_file)
     if run.reference is None:
         print(
@@ -347,6 +404,9 @@ def _optimize(
     files.write_atomic(out / INIT_PARAMS, init_params)
     write_history(out / HISTORY, run.history, rewrite=True)  # drop rows past the checkpoint
 
+    if run.samples_factor > 1:  # the collapse remedies so far
+        driver.state.n_samples = config.samples * run.samples_factor
+    run.watch(driver.step_count)
     try:
         run.progress.start(driver.step_count)
         monitor = StepMonitor(
@@ -356,7 +416,16 @@ def _optimize(
             checkpoint_every=options.checkpoint_every,
             where=out / CHECKPOINT,
         )
-        driver.run(config.steps - driver.step_count, callback=monitor, show_progress=False)
+        while True:
+            try:
+                driver.run(
+                    config.steps - driver.step_count,
+                    callback=[run.control, monitor],
+                    show_progress=False,
+                )
+                break
+            except Remedy as event:
+                driver = run.remedy(driver, event.record)
     except Diverged as error:
         remedy = _record_divergence(run, error, factor, divergences)
         raise Diverged(f"{error}; {remedy}") from None
@@ -408,6 +477,7 @@ def _optimize(
         "rel_error": None if run.reference is None else relative_error(energy, run.reference),
         "divergences": divergences,
         "lr_factor": factor,
+        "remedies": run.remedies,
         "median_step_time_s": measure.median_after_compile([r["time_s"] for r in run.history]),
         "total_time_s": run.elapsed(),
         "versions": _versions(),

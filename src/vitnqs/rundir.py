@@ -1,7 +1,7 @@
 """A run directory: the names of its files, its history, and reading a finished run.
 
 One optimization writes into its directory (``results/runs/<run>/``, named by its
-settings, :func:`vitnqs.sweeps.run_space`):
+settings, :func:`vitnqs.config.run_name`):
 
 * :data:`HISTORY`: one row per step (:data:`HISTORY_COLUMNS`);
 * :data:`SUMMARY`: settings, parameter count, final energy, timings, versions, device;
@@ -9,7 +9,8 @@ settings, :func:`vitnqs.sweeps.run_space`):
 * :data:`INIT_PARAMS` and :data:`PARAMS`: initial and final parameters;
 * :data:`CHECKPOINT` and :data:`PREVIOUS_CHECKPOINT`: the state to resume from
   (:mod:`vitnqs.checkpoint`); :data:`LOCK`: held while a process works there;
-* :data:`DIVERGENCES`: the run's divergences and their remedies;
+* :data:`DIVERGENCES`: the run's divergences and their remedies (a rerun from the last
+  checkpoint), :data:`REMEDIES` its jumps and collapses remedied in place;
 * :data:`SYMMETRIZED`: the symmetrized evaluation (beyond the paper), and
   :data:`FINETUNED`, the symmetrized fine-tuning's own directory below it.
 
@@ -28,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitnqs import files
 from vitnqs.config import ConfigError, RunConfig
 
 SUMMARY = "summary.json"
@@ -38,6 +40,8 @@ CHECKPOINT = "checkpoint.msgpack"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.msgpack"
 LOCK = "run.lock"
 DIVERGENCES = "divergences.json"
+REMEDIES = "remedies.json"
+"""The run's in-run remedies of jumps and collapses (:mod:`vitnqs.stability`)."""
 SYMMETRIZED = "symmetrized.json"
 FINETUNED = "finetuned"
 """The symmetrized fine-tuning's directory inside a run's (``snakemake beyond``)."""
@@ -54,12 +58,18 @@ HISTORY_COLUMNS = (
     "acceptance",
     "r_hat",
     "lr",
+    "update_scale",
     "time_s",
 )
 """Columns of :data:`HISTORY`: mean, error of the mean and variance of the local energy
 per site ``E_loc / N`` (S.S units), relative error to the reference, acceptance,
 split-R-hat over an exponential window of past steps (empty when NetKet gives none),
-learning rate and wall time of the step in seconds."""
+learning rate of the schedule, the factor on the step's update (the bounded step and the
+jump remedy, :class:`vitnqs.stability.StepControl`; 1 when off) and wall time of the step
+in seconds."""
+HISTORY_DEFAULTS = {"update_scale": 1.0}
+"""Values of the columns that older runs' checkpoints lack (a checkpoint written before a
+column existed still resumes)."""
 
 
 def write_history(path: Path, rows: list[dict[str, float]], rewrite: bool = False) -> None:
@@ -192,6 +202,37 @@ def read_checked(directory: Path) -> dict[str, Any]:
     return summary
 
 
+def read_records(path: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A run's records of remedies (:data:`DIVERGENCES`, :data:`REMEDIES`): a JSON list.
+
+    An unreadable file is set aside (renamed), like a corrupt checkpoint, and the run goes
+    on as if it had none.
+
+    Args:
+        path: the file (none yet: no records).
+        keys: the keys every record holds.
+
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and set(keys) <= r.keys() for r in records
+        ):
+            raise ValueError(f"not a list of records with {', '.join(keys)}")
+        return records
+    except (ValueError, UnicodeDecodeError) as error:
+        aside = files.set_aside(path, "corrupt")
+        print(
+            f"[vitnqs] WARNING: {path} is unreadable ({error}); moved it to {aside.name}: "
+            "the run goes on as if it held no record",
+            file=sys.stderr,
+        )
+        return []
+
+
 def check_same_run(config: RunConfig, stored: dict[str, Any], where: Path) -> None:
     """Refuse to mix runs: a file in the directory must hold this very configuration.
 
@@ -200,8 +241,12 @@ def check_same_run(config: RunConfig, stored: dict[str, Any], where: Path) -> No
 
     """
     mine = dataclasses.asdict(config)
+    # a setting added after the file was written holds its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     diffs = [
-        f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in mine.items() if stored.get(k) != v
+        f"{k}: {stored.get(k, defaults[k])!r} there, {v!r} now"
+        for k, v in mine.items()
+        if stored.get(k, defaults[k]) != v
     ]
     if diffs:
         raise ConfigError(

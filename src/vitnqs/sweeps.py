@@ -11,13 +11,19 @@ import itertools
 from typing import Any
 
 import pandas as pd
-from snakemake.utils import Paramspace
 
-from vitnqs.config import RUN_COLUMNS, ConfigError, FieldError, RunConfig, RunOptions
+from vitnqs.config import (
+    RUN_COLUMNS,
+    ConfigError,
+    FieldError,
+    RunConfig,
+    RunOptions,
+    run_name,
+)
 from vitnqs.plan import plan_run
 from vitnqs.tables import in_sweep
 
-__all__ = ["RUN_COLUMNS", "preset", "run_options", "run_space", "runs_table"]
+__all__ = ["RUN_COLUMNS", "preset", "run_names", "run_options", "runs_table"]
 
 FIGURE_SWEEPS = ("fig2", "fig3", "fig4", "table1")
 """Sweeps the figures and tables are drawn from; every preset must define them."""
@@ -94,12 +100,13 @@ def runs_table(config: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
-def run_space(table: pd.DataFrame) -> Paramspace:
-    """The run directory names of a runs table: ``attention~t5_L~6_..._seed~0``.
+def run_names(table: pd.DataFrame) -> list[str]:
+    """The run directory names of a runs table (:func:`vitnqs.config.run_name`).
 
-    The pipeline's ``{run}`` wildcard; ``.instance({"run": name})`` gives the settings back.
+    The pipeline's ``{run}`` wildcard; :meth:`vitnqs.config.RunConfig.from_name` gives the
+    settings back.
     """
-    return Paramspace(table[list(RUN_COLUMNS)], filename_params="*", single_wildcard="run")
+    return [run_name(RunConfig.from_row(row)) for _, row in table.iterrows()]
 
 
 TIMED_SWEEP = "fig3"

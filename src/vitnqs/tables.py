@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vitnqs import stability
 from vitnqs.config import RUN_COLUMNS, RunConfig
 from vitnqs.estimates import v_score
 from vitnqs.references import literature_reference
@@ -80,6 +81,7 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
         )
         # the run's per-step rate keeps its own name beside the configured one
         history = pd.read_csv(Path(run_dir) / HISTORY).rename(columns={"lr": "step_lr"})
+        rows[-1] |= troubles(history)
         histories.append(history.assign(**expected)[[*RUN_COLUMNS, *history.columns]])
     return pd.DataFrame(rows), pd.concat(histories, ignore_index=True)
 
@@ -116,11 +118,34 @@ def collect_symmetrized(sweeps: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFr
 
 
 def remedies(summary: dict) -> str:
-    """What a run's divergences changed, for the tables: empty if it never diverged."""
-    return "; ".join(
+    """What a run's remedies changed, for the tables: empty if it needed none.
+
+    Its divergences (resumed from the last checkpoint with half the learning rate) and its
+    in-run remedies of jumps and collapses (:mod:`vitnqs.stability`).
+    """
+    parts = [
         f"diverged at step {d['step']}, resumed with lr x{d['lr_factor'] / 2:g}"
         for d in summary.get("divergences", [])
-    )
+    ]
+    return "; ".join([*parts, *map(stability.describe, summary.get("remedies", []))])
+
+
+def troubles(history: pd.DataFrame) -> dict[str, str]:
+    """The jump and the collapse of a run's history, in words (empty: none).
+
+    A jump as :func:`vitnqs.stability.find_jump` defines it, remedied or not; a collapse:
+    the acceptance of the last window below :data:`vitnqs.stability.COLLAPSE_ACCEPTANCE`.
+    """
+    jump = stability.find_jump(history["energy"], history["energy_error"])
+    acceptance = history["acceptance"].to_numpy()
+    return {
+        "jump": "" if jump is None else f"step {jump.step} (+{jump.sigmas:.1f} sigma)",
+        "collapse": (
+            f"acceptance {acceptance[-stability.WINDOW :].mean():.3f} at the end"
+            if stability.collapsed(acceptance)
+            else ""
+        ),
+    }
 
 
 def _combined_sigma(a: float, b: float) -> float:

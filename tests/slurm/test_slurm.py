@@ -51,7 +51,7 @@ from vitnqs import checkpoint  # noqa: E402
 from vitnqs.config import RunConfig  # noqa: E402
 from vitnqs.devices import XLA_ONE_THREAD  # noqa: E402
 from vitnqs.optimize import HISTORY_COLUMNS  # noqa: E402
-from vitnqs.sweeps import run_space, runs_table  # noqa: E402
+from vitnqs.sweeps import run_names, runs_table  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -98,10 +98,9 @@ def cluster():
 
 def _runs(config: dict) -> dict[str, dict]:
     """Run directory name -> settings, for the selected preset, as common.smk makes them."""
-    space = run_space(runs_table(config))
+    table = runs_table(config)
     plain = {}
-    for name in space.instance_patterns:
-        settings = space.instance({"run": name})
+    for name, (_, settings) in zip(run_names(table), table.iterrows(), strict=True):
         plain[name] = {k: v.item() if hasattr(v, "item") else v for k, v in settings.items()}
     return plain
 

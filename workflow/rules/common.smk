@@ -18,14 +18,14 @@ shell.prefix(
 
 import vitnqs.plots
 from vitnqs.devices import XLA_ONE_THREAD
-from vitnqs.config import RUN_COLUMNS, RunConfig
+from vitnqs.config import RUN_COLUMNS, RunConfig, named_settings
 from vitnqs.pilot import PilotRows
 from vitnqs.tables import in_sweep
 from vitnqs import files, plan, rundir
 from vitnqs.sweeps import (
     preset,
     run_options,
-    run_space,
+    run_names,
     runs_table,
     timing_plan,
 )
@@ -38,8 +38,8 @@ SCALE = config["preset"]
 PRESET = preset(config)
 RUNS = runs_table(config)  # raises ConfigError naming the field of a bad value
 OPTIONS = run_options(config)  # device, GPUs per run, chunk size, GPU memory
-PARAMSPACE = run_space(RUNS)
-RUNS["run"] = list(PARAMSPACE.instance_patterns)
+RUNS["run"] = run_names(RUNS)
+RUN_ROWS = {row["run"]: row for _, row in RUNS.iterrows()}
 RUN_CONFIGS = [RunConfig.from_row(row) for _, row in RUNS.iterrows()]
 RUN_DIR = "results/runs/{run}"
 FINETUNED_DIR = f"{RUN_DIR}/{rundir.FINETUNED}"
@@ -165,13 +165,13 @@ def run_files(name, sweep=None):
 
 def run_settings(wildcards):
     """Settings of the run named by the wildcard (a row of RUNS)."""
-    return PARAMSPACE.instance(wildcards)
+    return RUN_ROWS[wildcards.run]
 
 
 def optimize_args(wildcards):
     """Command-line options of `vitnqs optimize` for one run."""
-    settings = run_settings(wildcards)
-    args = [f"--{key.replace('_', '-')} {settings[key]}" for key in RUN_COLUMNS]
+    settings = named_settings(run_config(wildcards))
+    args = [f"--{key.replace('_', '-')} {value}" for key, value in settings.items()]
     args += [DEVICE_ARG, f"--n-devices {OPTIONS.n_devices}", CHUNK_ARG]
     if OPTIONS.gpu_memory_gb is not None:
         args.append(f"--gpu-memory-gb {OPTIONS.gpu_memory_gb}")
