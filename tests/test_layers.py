@@ -4,6 +4,7 @@ Snakemake, and no two modules import each other (also through imports inside fun
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,34 @@ def test_find_circle_names_the_circle():
     graph = {"a": {"b": "a.py:3"}, "b": {"c": "b.py:5"}, "c": {"a": "c.py:9"}, "d": {"a": "d:1"}}
     assert find_circle(graph) == ["a", "b (a.py:3)", "c (b.py:5)", "a (c.py:9)"]
     assert find_circle({"a": {"b": "a.py:1"}, "b": {}}) is None
+
+
+RUN_FILE_NAME = re.compile(
+    r"[\"'](summary\.json|history\.csv|params\.msgpack|init_params\.msgpack|"
+    r"checkpoint(\.prev)?\.msgpack|run\.lock|divergences\.json|remedies\.json|"
+    r"symmetrized\.json|finetuned)[\"'/]"
+)
+
+
+def test_run_directory_file_names_are_spelled_in_one_module():
+    """In src/ and workflow/ the run directory's file names are strings of vitnqs.rundir only."""
+    spelled = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "workflow").rglob("*.smk"), ROOT / "Snakefile"]:
+        if path.name == "rundir.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if RUN_FILE_NAME.search(line):
+                spelled.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not spelled, "\n".join(spelled)
+
+
+def test_one_function_turns_netkets_statistics_into_per_site_values():
+    """NetKet's Stats are read (mean, error, variance) in vitnqs.estimates only."""
+    reads = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "estimates.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\.error_of_mean\b|stats\.variance|stats\.mean\b", line):
+                reads.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not reads, "\n".join(reads)

@@ -439,12 +439,16 @@ SHASTRY_SUTHERLAND_CODE = [
 
 
 def figure_output(name):
-    """The PDF (in the report, with its caption) and PNG of a figure."""
+    """The PDF and PNG of a figure, both in the report with its caption: a browser shows
+    the PNG as an image, the PDF as an attachment beside it."""
+    caption = f"../report/{name}.rst"
     return {
         "pdf": report(
-            f"{FIGURES}/{name}.pdf", caption=f"../report/{name}.rst", category="Figures"
+            f"{FIGURES}/{name}.pdf", caption=caption, category="Figures", subcategory="PDF"
         ),
-        "png": f"{FIGURES}/{name}.png",
+        "png": report(
+            f"{FIGURES}/{name}.png", caption=caption, category="Figures", subcategory="PNG"
+        ),
     }
 
 
