@@ -67,7 +67,7 @@ def _runs_and_run_dirs(folder: Path) -> Path:
         steps = np.arange(config.steps)
         history = {"step": steps, "energy": energy + 0.1 / (1 + steps), "energy_error": 1e-3,
                    "energy_variance": 0.1, "rel_error": 0.2 / (1 + steps), "acceptance": 0.5,
-                   "r_hat": 1.0, "lr": config.lr, "time_s": 0.1}  # fmt: skip
+                   "r_hat": 1.0, "lr": config.lr, "update_scale": 1.0, "time_s": 0.1}  # fmt: skip
         pd.DataFrame(history)[list(HISTORY_COLUMNS)].to_csv(run_dir / HISTORY, index=False)
     sweeps = folder / "sweeps.csv"
     pd.DataFrame(rows).to_csv(sweeps, index=False)

@@ -185,7 +185,9 @@ def check_finished(directory: Path, summary: dict[str, Any]) -> None:
         rows = _history_rows(path) if path.exists() else 0
         if rows != files["history_rows"]:
             raise DamagedRun(
-                f"{path} has {rows} rows where the run took {files['history_rows']} steps; {repair}"
+                f"{path} has {rows} rows where the run took {files['history_rows']} steps; "
+                f"{repair}",
+                path,
             )
 
 
