@@ -46,7 +46,7 @@ FINETUNED_DIR = f"{RUN_DIR}/{rundir.FINETUNED}"
 
 
 def set_aside_damaged_run(wildcards):
-    """Input function of the optimize rule (it adds no input): a finished run whose files
+    """Input function of `optimize` that adds no input. A finished run whose files
     fail its summary's check (a cut history, a changed parameter file, an unreadable
     summary) counts as unfinished. Its failing file is set aside (renamed, never
     deleted), so that the job runs again and restores the run's files from its last
@@ -60,14 +60,22 @@ def set_aside_damaged_run(wildcards):
     except rundir.DamagedRun as error:
         damaged, reason = error.path, str(error)
     except (ValueError, KeyError) as error:  # an unreadable summary
-        damaged, reason = directory / rundir.SUMMARY, f"{directory}/{rundir.SUMMARY}: {error}"
+        damaged, reason = (
+            directory / rundir.SUMMARY,
+            f"{directory}/{rundir.SUMMARY}: {error}",
+        )
     else:
         return []
     if workflow.dryrun:
-        print(f"{reason}; a run without -n sets it aside and redoes the run", file=sys.stderr)
+        print(
+            f"{reason}; a run without -n sets it aside and redoes the run",
+            file=sys.stderr,
+        )
     else:
         aside = files.set_aside(damaged, "damaged")
-        print(f"{reason}; set aside as {aside.name}: the run is redone", file=sys.stderr)
+        print(
+            f"{reason}; set aside as {aside.name}: the run is redone", file=sys.stderr
+        )
     return []
 
 
@@ -444,10 +452,16 @@ def figure_output(name):
     caption = f"../report/{name}.rst"
     return {
         "pdf": report(
-            f"{FIGURES}/{name}.pdf", caption=caption, category="Figures", subcategory="PDF"
+            f"{FIGURES}/{name}.pdf",
+            caption=caption,
+            category="Figures",
+            subcategory="PDF",
         ),
         "png": report(
-            f"{FIGURES}/{name}.png", caption=caption, category="Figures", subcategory="PNG"
+            f"{FIGURES}/{name}.png",
+            caption=caption,
+            category="Figures",
+            subcategory="PNG",
         ),
     }
 
