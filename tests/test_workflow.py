@@ -496,6 +496,7 @@ def test_a_cut_history_is_redone_not_read(smoke):
     assert f"{run.name}/history.csv does not match" in done.stderr
     assert "set aside as history.csv.damaged-" in done.stderr
     assert len(list(run.glob("history.csv.damaged-*"))) == 1
+    assert len(list(run.glob("summary.json.damaged-*"))) == 1  # it vouched for the cut file
     assert _job_counts(done.stdout + done.stderr).get("optimize") == 1
     assert history.read_text() == full
     steps = CONFIG["presets"]["smoke"]["hyperparameters"]["steps"]

@@ -100,7 +100,8 @@ def _runs(config: dict) -> dict[str, dict]:
     """Run directory name -> settings, for the selected preset, as common.smk makes them."""
     table = runs_table(config)
     plain = {}
-    for name, (_, settings) in zip(run_names(table), table.iterrows(), strict=True):
+    settings_only = table.drop(columns="sweeps")  # which sweeps use a run: not a setting
+    for name, (_, settings) in zip(run_names(table), settings_only.iterrows(), strict=True):
         plain[name] = {k: v.item() if hasattr(v, "item") else v for k, v in settings.items()}
     return plain
 

@@ -48,35 +48,49 @@ FINETUNED_DIR = f"{RUN_DIR}/{rundir.FINETUNED}"
 def set_aside_damaged_run(wildcards):
     """Input function of `optimize` that adds no input. A finished run whose files
     fail its summary's check (a cut history, a changed parameter file, an unreadable
-    summary) counts as unfinished. Its failing file is set aside (renamed, never
-    deleted), so that the job runs again and restores the run's files from its last
-    checkpoint, and no table is built from the damaged file (vitnqs.rundir). A dry run
-    only says so; inside a cluster job the submitting Snakemake has decided."""
+    summary) is redone: its job is forced, like `--forcerun` for this run alone (a
+    missing output alone would not rerun it while the tables built on it exist).
+    Snakemake deletes a job's outputs before it runs, so the failing file and the
+    summary that vouched for it are first set aside (renamed, never deleted); the job
+    restores the run's files from its last checkpoint, and no table is built from the
+    damaged file (vitnqs.rundir). A dry run names the job and renames nothing; inside a
+    cluster job the submitting Snakemake has decided."""
     directory = Path(RUN_DIR.format(run=wildcards.run))
-    if workflow.remote_exec or not (directory / rundir.SUMMARY).exists():
+    summary = directory / rundir.SUMMARY
+    if workflow.remote_exec or not summary.exists():
         return []
     try:
         rundir.read_checked(directory)
     except rundir.DamagedRun as error:
         damaged, reason = error.path, str(error)
     except (ValueError, KeyError) as error:  # an unreadable summary
-        damaged, reason = (
-            directory / rundir.SUMMARY,
-            f"{directory}/{rundir.SUMMARY}: {error}",
-        )
+        damaged, reason = summary, f"{summary}: {error}"
     else:
         return []
+    workflow.dag.forcefiles.add(str(summary))
     if workflow.dryrun:
         print(
             f"{reason}; a run without -n sets it aside and redoes the run",
             file=sys.stderr,
         )
-    else:
-        aside = files.set_aside(damaged, "damaged")
-        print(
-            f"{reason}; set aside as {aside.name}: the run is redone", file=sys.stderr
-        )
+        return []
+    aside = [files.set_aside(path, "damaged") for path in {damaged, summary}]
+    for path in {damaged, summary}:
+        forget_listed_file(path)
+    print(
+        f"{reason}; set aside as {', '.join(sorted(p.name for p in aside))}: the run is "
+        "redone",
+        file=sys.stderr,
+    )
     return []
+
+
+def forget_listed_file(path):
+    """Snakemake listed the run directory before this input function ran (its I/O
+    cache, keyed by the path): it must not count on a file set aside since."""
+    cache = workflow.iocache
+    for listing in (cache.exists_local, cache.mtime, cache.size):
+        listing.pop(str(path), None)
 
 
 wildcard_constraints:
