@@ -208,10 +208,11 @@ def test_table1_matches_the_paper_by_layers_and_gives_sigma_only_at_its_settings
 
 def test_symmetrized_energies_in_table1_and_the_findings():
     runs = _table1_runs(layers=1, d=16, heads=4, samples=128, steps=400, lr=0.1, diag_shift=1e-2)
-    runs["v_score"] = 0.05
+    runs["v_score"], runs["v_score_error"], runs["eval_unreliable"] = 0.05, 0.004, ""
     sym = runs[list(RUN_COLUMNS)].copy()
     sym["energy"], sym["energy_error"] = -0.5035, 2e-5
     sym["v_score"], sym["plain_rel_error"] = 0.02, runs["rel_error"]
+    sym["v_score_error"], sym["unreliable"] = 0.007, "variance known to +-35% (target 20%)"
     sym["rel_error"] = abs((-0.5035 - -0.50381) / 0.50381)  # 6.2e-4, from 1e-3
     table = table1(runs, "laptop", symmetrized=sym)
     ours = table.dropna(subset=["energy"])
@@ -219,6 +220,12 @@ def test_symmetrized_energies_in_table1_and_the_findings():
     assert (ours.v_score == 0.05).all()
     text = table1_text(table, "md")
     assert "sym. energy" in text and "-0.503500(20)" in text and "sym. V-score" in text
+    # V +- dV; the symmetrized ones marked unreliable, with the note saying why
+    assert "| 0.05 ± 0.004 " in text and "| 0.02 ± 0.007† " in text
+    assert "†: the variance, and the V-score and error bar built on it, is not known to 20%" in text
+    # an older symmetrized.csv without the uncertainty still makes the table
+    older = table1(runs, "laptop", symmetrized=sym.drop(columns=["v_score_error", "unreliable"]))
+    assert older["sym_v_score_error"].isna().all()
     rows = findings(_runs(), _dependence(), _maps(), _step_times(), sym)
     info = rows[rows.claim == "beyond the paper: symmetrized network"]
     assert list(info.result) == ["info", "info"]  # one per (L, J2, layers) case

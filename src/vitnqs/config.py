@@ -56,11 +56,13 @@ LOCAL_ENERGY_MODES = ("compact", "padded")
 (:mod:`vitnqs.local_energy`), ``padded`` on NetKet's padded connections (every bond)."""
 NETWORK_DTYPES = ("float64", "float32")
 """Allowed arithmetic of the network (see :attr:`RunOptions.network_dtype`)."""
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 """Version of what a run computes (the model, the Hamiltonian, the optimizer, the final
 evaluation). Raise it with every change that changes a run's numbers beyond rounding:
 runs record it in ``summary.json`` and the tables flag runs made by an older one. It is
-not a run setting: it never renames a run directory. 1: runs before it was recorded."""
+not a run setting: it never renames a run directory. 1: runs before it was recorded;
+3: the final evaluation's variance from the tail probe, with uncertainties
+(:func:`vitnqs.evaluation.evaluate`)."""
 PAPER_MODEL = {"d": 60, "heads": 10, "b": 2, "layers": 4}
 """The paper's ViT (Table 1): embedding dimension, heads, patch size, encoder blocks."""
 J2_MAX = 10.0

@@ -440,7 +440,9 @@ def _optimize(
     write_history(out / HISTORY, run.history, rewrite=True)
     files.write_atomic(out / PARAMS, flax.serialization.to_bytes(driver.state.parameters))
     with signals.immediate():  # nothing to save: a rerun repeats the evaluation
-        (energy, error, variance), n_eval = final_evaluation(driver.state, driver._ham, config)
+        clock = measure.Stopwatch()
+        evaluation = final_evaluation(driver.state, driver._ham, config)
+        eval_time = clock.stop()
     reference = {} if run.reference is None else dataclasses.asdict(run.reference)
     summary = {
         "config": dataclasses.asdict(config),
@@ -462,23 +464,24 @@ def _optimize(
         "n_parameters": plan.n_parameters,
         "sr": "kernel (NTK, M < P)" if plan.use_ntk else "QGT (M >= P)",
         "sr_mode": plan.sr_mode,
-        "energy": energy,
-        "energy_error": error,
-        "energy_variance": variance,
-        "eval_samples": n_eval,
+        **evaluation.fields(),
         "eval_note": (
             f"{EVAL_CHAIN_LENGTH} fresh samples per chain after {PLAIN_EVAL_DISCARD} "
-            "discarded sweeps"
+            f"discarded sweeps; the variance from {evaluation.probe_samples} samples of "
+            "|psi| reweighted (the tail probe)"
         ),
         "reference_energy": reference.get("energy"),
         "reference_uncertainty": reference.get("uncertainty"),
         "reference_kind": reference.get("kind"),
         "reference_source": reference.get("source"),
-        "rel_error": None if run.reference is None else relative_error(energy, run.reference),
+        "rel_error": (
+            None if run.reference is None else relative_error(evaluation.energy, run.reference)
+        ),
         "divergences": divergences,
         "lr_factor": factor,
         "remedies": run.remedies,
         "median_step_time_s": measure.median_after_compile([r["time_s"] for r in run.history]),
+        "eval_time_s": eval_time,  # the final evaluation, compilation included
         "total_time_s": run.elapsed(),
         "versions": _versions(),
         "device": str(used[0]),
@@ -493,8 +496,10 @@ def _optimize(
     }
     files.write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     print(
-        f"[vitnqs] done: E/N = {energy:.6f} +- {error:.6f}"
-        + ("" if run.reference is None else f", rel. error {summary['rel_error']:.2e}"),
+        f"[vitnqs] done: E/N = {evaluation.energy:.6f} +- {evaluation.energy_error:.6f}"
+        + ("" if run.reference is None else f", rel. error {summary['rel_error']:.2e}")
+        + f", V-score {evaluation.v_score:.3g} +- {evaluation.v_score_error:.2g}"
+        + (f" (unreliable: {evaluation.unreliable})" if evaluation.unreliable else ""),
         file=sys.stderr,
     )
     return summary

@@ -13,7 +13,7 @@ import pandas as pd
 
 from vitnqs import stability
 from vitnqs.config import RUN_COLUMNS, RunConfig
-from vitnqs.estimates import v_score
+from vitnqs.estimates import OLDER_EVALUATION, VARIANCE_TARGET, v_score
 from vitnqs.references import literature_reference
 from vitnqs.rundir import HISTORY, SUMMARY, SYMMETRIZED, check_same_run, read_checked
 
@@ -75,7 +75,8 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
             {**expected, "sweeps": settings["sweeps"], "run": Path(run_dir).name}
             | {f: summary[f] for f in SUMMARY_FIELDS}
             | {"lr_effective": expected["lr"] * summary.get("lr_factor", 1.0)}
-            | {"remedies": remedies(summary), "v_score": _v_score(summary)}
+            | {"remedies": remedies(summary)}
+            | _v_score(summary)
             # runs made before the version was recorded are version 1
             | {"results_version": summary.get("results_version", 1)}
         )
@@ -88,8 +89,9 @@ def collect(sweeps: pd.DataFrame, run_dirs: list[Path]) -> tuple[pd.DataFrame, p
 
 SYMMETRIZED_FIELDS = {
     **{field: field for field in (
-        "energy", "energy_error", "energy_variance", "v_score", "rel_error", "plain_rel_error",
-        "plain_v_score", "n_ops", "eval_time_s", "eval_time_in_steps", "r_hat",
+        "energy", "energy_error", "energy_variance", "v_score", "v_score_error", "unreliable",
+        "rel_error", "plain_rel_error", "plain_v_score", "n_ops", "eval_time_s",
+        "eval_time_in_steps", "r_hat",
     )},
     "samples": "eval_samples",  # not the run's M, a run column the tables join on
 }  # fmt: skip
@@ -97,12 +99,22 @@ SYMMETRIZED_FIELDS = {
 copied into ``symmetrized.csv``, and their columns there."""
 
 
-def _v_score(summary: dict) -> float:
-    """The plain network's V-score (E_inf = 0, the V-score benchmark's convention)."""
+def _v_score(summary: dict) -> dict:
+    """The plain network's V-score, its uncertainty, and why it is unreliable.
+
+    ``v_score`` (E_inf = 0, the V-score benchmark's convention), ``v_score_error`` and
+    ``eval_unreliable`` ("" when reliable).
+
+    Summaries of older versions hold no V-score: it is computed from their variance and
+    marked, without an uncertainty.
+    """
+    if "v_score" in summary:
+        return {f: summary[f] for f in ("v_score", "v_score_error", "eval_unreliable")}
     if summary.get("energy_variance") is None:
-        return math.nan
-    n_sites = summary["config"]["L"] ** 2
-    return v_score(summary["energy"], summary["energy_variance"], n_sites)
+        score = math.nan
+    else:
+        score = v_score(summary["energy"], summary["energy_variance"], summary["config"]["L"] ** 2)
+    return {"v_score": score, "v_score_error": math.nan, "eval_unreliable": OLDER_EVALUATION}
 
 
 def collect_symmetrized(sweeps: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
@@ -112,7 +124,8 @@ def collect_symmetrized(sweeps: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFr
         result = json.loads((Path(run_dir) / SYMMETRIZED).read_text())
         rows.append(
             {c: settings[c] for c in RUN_COLUMNS}
-            | {column: result[field] for field, column in SYMMETRIZED_FIELDS.items()}
+            | {column: result.get(field, math.nan) for field, column in SYMMETRIZED_FIELDS.items()}
+            | {"unreliable": result.get("unreliable", OLDER_EVALUATION)}
         )
     return pd.DataFrame(rows)
 
@@ -207,14 +220,19 @@ def table1(
     if step_times is not None:
         alone = step_times.rename(columns={"median_step_time_s": "step_time_s"})
         ours = ours.merge(alone[[*RUN_COLUMNS, "step_time_s"]], on=list(RUN_COLUMNS), how="left")
-    sym_columns = ["sym_energy", "sym_energy_error", "sym_rel_error", "sym_v_score"]
+    sym_columns = [
+        "sym_energy", "sym_energy_error", "sym_rel_error", "sym_v_score", "sym_v_score_error",
+        "sym_unreliable",
+    ]  # fmt: skip
     if symmetrized is not None:
         sym = symmetrized.rename(columns={c[4:]: c for c in sym_columns})
+        sym = sym.reindex(columns=[*RUN_COLUMNS, *sym_columns])  # older: no V-score error
         ours = ours.merge(sym[[*RUN_COLUMNS, *sym_columns]], on=list(RUN_COLUMNS), how="left")
     else:
         ours = ours.assign(**{c: math.nan for c in sym_columns})
-    if "v_score" not in ours:
-        ours["v_score"] = math.nan
+    for column in ("v_score", "v_score_error", "eval_unreliable"):
+        if column not in ours:
+            ours[column] = math.nan
     paper = paper_table1().rename(
         columns={
             "energy_per_site": "paper_energy",
@@ -255,7 +273,8 @@ def table1(
          "energy", "energy_error", "rel_error", "reference_energy", "reference_uncertainty",
          "paper_energy", "paper_energy_error", "paper_rel_error", "difference_sigma",
          "n_parameters", "paper_parameters", "time_h", "step_time_s", "paper_time_h", "device",
-         "v_score", "sym_energy", "sym_energy_error", "sym_rel_error", "sym_v_score"]
+         "v_score", "v_score_error", "eval_unreliable", "sym_energy", "sym_energy_error",
+         "sym_rel_error", "sym_v_score", "sym_v_score_error", "sym_unreliable"]
     ].reset_index(drop=True)  # fmt: skip
 
 
@@ -273,6 +292,24 @@ def _energy(value: float, error: float) -> str:
     return f"{value:.{digits}f}({round(error * 10**digits):d})"
 
 
+UNRELIABLE_MARK = "†"
+"""Marks a V-score, and a difference in error bars, whose variance is not known to
+:data:`vitnqs.estimates.VARIANCE_TARGET` (or predates its uncertainty)."""
+
+
+def _flagged(why: object) -> bool:
+    """Whether an ``eval_unreliable`` / ``unreliable`` cell says why a value is unreliable."""
+    return isinstance(why, str) and why != ""
+
+
+def _v_text(value: float, error: float, why: object) -> str:
+    """``0.16 ± 0.03``, marked when unreliable."""
+    if pd.isna(value):
+        return ""
+    text = f"{value:.2g}" if pd.isna(error) else f"{value:.2g} ± {error:.1g}"
+    return text + (UNRELIABLE_MARK if _flagged(why) else "")
+
+
 def table1_text(table: pd.DataFrame, fmt: str) -> str:
     """Table 1 as Markdown (``fmt="md"``) or LaTeX (``fmt="tex"``).
 
@@ -287,6 +324,9 @@ def table1_text(table: pd.DataFrame, fmt: str) -> str:
     ours = table["settings"].notna()
     off_scale = ours & (table["settings"] != "paper")
     difference = optional("difference_sigma", "{:+.1f}")
+    for i in np.flatnonzero(table["eval_unreliable"].map(_flagged)):
+        if difference[i]:
+            difference[i] += UNRELIABLE_MARK  # the error bar rests on the variance
     for i in np.flatnonzero(off_scale):
         difference[i] = f"({table['settings'].iloc[i].split(':')[0]} scale)"
     shown = pd.DataFrame(
@@ -305,10 +345,14 @@ def table1_text(table: pd.DataFrame, fmt: str) -> str:
             "time (h)": optional("time_h", "{:.3g}"),
             "s/step (alone)": optional("step_time_s", "{:.3g}"),
             "paper time (h, A100)": optional("paper_time_h", "{:g}"),
-            "V-score": optional("v_score", "{:.2g}"),
+            "V-score": list(
+                map(_v_text, table.v_score, table.v_score_error, table.eval_unreliable)
+            ),
             "sym. energy": list(map(_energy, table.sym_energy, table.sym_energy_error)),
             "sym. rel. error": optional("sym_rel_error", "{:.2e}"),
-            "sym. V-score": optional("sym_v_score", "{:.2g}"),
+            "sym. V-score": list(
+                map(_v_text, table.sym_v_score, table.sym_v_score_error, table.sym_unreliable)
+            ),
         }
     )
     notes = sorted(set(table.loc[off_scale, "settings"]))
@@ -319,6 +363,13 @@ def table1_text(table: pd.DataFrame, fmt: str) -> str:
         if notes
         else ""
     )
+    unreliable = table["eval_unreliable"].map(_flagged) | table["sym_unreliable"].map(_flagged)
+    if unreliable.any():
+        note += (" " if note else "") + (
+            f"{UNRELIABLE_MARK}: the variance, and the V-score and error bar built on it, is "
+            f"not known to {VARIANCE_TARGET:.0%} (runs.csv: eval_unreliable; symmetrized.csv: "
+            "unreliable)."
+        )
     if fmt == "md":
         return (note + "\n\n" if note else "") + shown.to_markdown(index=False) + "\n"
     latex = shown.to_latex(index=False, escape=True)
