@@ -1,8 +1,8 @@
 """Issue 24: how often optimizations fail, before and after the stability options.
 
-    PYTHONPATH=src python studies/stability/failure_rate.py --root /work/stability \
+    python studies/stability/failure_rate.py --root results/stability \
         --case collapse4 quick6 --seeds 0-7 --stop-at 16:05
-    PYTHONPATH=src python studies/stability/failure_rate.py --root /work/stability \
+    python studies/stability/failure_rate.py --root results/stability \
         --case collapse4 quick6 --table-only
 
 Runs the missing runs of each case (paired seeds: for each seed and attention, the
@@ -290,7 +290,7 @@ def table(root: Path, case: str) -> str:
 def main() -> None:
     """Run what is missing (unless ``--table-only``), then print the tables."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--root", type=Path, default=Path("/work/stability"))
+    p.add_argument("--root", type=Path, default=Path("results/stability"))
     p.add_argument("--case", nargs="+", choices=list(CASES), default=list(CASES))
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-7"))
     p.add_argument("--stop-at", help="launch no run at or after this UTC time (HH:MM)")
