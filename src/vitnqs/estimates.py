@@ -171,7 +171,7 @@ class Evaluation:
     """A final evaluation: energy, variance and V-score per site with uncertainties.
 
     The energy comes from samples of ``|psi|^2``; the variance from the tail probe,
-    samples of ``|psi|`` reweighted by ``|psi|`` (:func:`evaluation_estimates`).
+    samples of a flatter power of ``|psi|``, reweighted (:func:`evaluation_estimates`).
     """
 
     energy: float
@@ -231,13 +231,14 @@ def evaluation_estimates(
     ``|psi|`` is small: on a trained 4 x 4 Decoupled network, 87% of the variance comes
     from configurations 20 standard deviations out, which ``|psi|^2`` samples with
     probability 5e-4, so that 512 samples mostly miss them and the variance comes out
-    several times too small, its bootstrap error too. Samples of ``|psi|`` visit them 50
-    times as often; reweighted by ``|psi|`` they give the same variance with 350 times
-    fewer samples for the same precision (exact sums: docs/error_bars.md).
+    several times too small, its bootstrap error too. Samples of ``|psi|^0.5`` visit them
+    260 times as often; reweighted by ``|psi|^1.5`` they give the same variance with 1,400
+    times fewer samples for the same precision (exact sums: docs/error_bars.md).
 
     Args:
         plain: estimates from samples of ``|psi|^2``.
-        probe: weighted estimates from samples of ``|psi|`` (weights ``|psi|``).
+        probe: weighted estimates from the tail probe
+            (:func:`vitnqs.evaluation.evaluate`).
         n_sites: ``N``.
         e_inf_per_site: the V-score's infinite-temperature energy per site.
         target: the variance's relative uncertainty above which the evaluation is

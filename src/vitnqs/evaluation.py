@@ -58,8 +58,8 @@ trained 4 x 4 networks (exact sums, docs/error_bars.md): lower powers spend the 
 on configurations of negligible weight, higher ones miss the tail."""
 
 TAIL_PROBE_DISCARD = 16
-"""Sweeps on ``|psi|`` discarded per chain before the tail probe's first samples, the
-chains starting from the ``|psi|**2`` ones."""
+"""Sweeps on ``|psi|**TAIL_PROBE_POWER`` discarded per chain before the tail probe's
+first samples, the chains starting from the ``|psi|**2`` ones."""
 
 MAX_PROBE_ROUNDS = 8
 """Rounds of :data:`~vitnqs.plan.EVAL_CHAIN_LENGTH` probe samples per chain, at most,

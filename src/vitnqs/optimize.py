@@ -34,7 +34,7 @@ import optax
 from vitnqs import checkpoint, devices, files, measure
 from vitnqs.config import RESULTS_VERSION, RunConfig, RunOptions, read_reference_file
 from vitnqs.estimates import per_site
-from vitnqs.evaluation import PLAIN_EVAL_DISCARD, final_evaluation
+from vitnqs.evaluation import PLAIN_EVAL_DISCARD, TAIL_PROBE_POWER, final_evaluation
 from vitnqs.loop import JumpGuard, StepControl, StepMonitor, build_driver, divergence, lr_schedule
 from vitnqs.physics import energy_bounds
 from vitnqs.plan import EVAL_CHAIN_LENGTH, RunPlan, plan_run
@@ -468,7 +468,7 @@ def _optimize(
         "eval_note": (
             f"{EVAL_CHAIN_LENGTH} fresh samples per chain after {PLAIN_EVAL_DISCARD} "
             f"discarded sweeps; the variance from {evaluation.probe_samples} samples of "
-            "|psi| reweighted (the tail probe)"
+            f"|psi|^{TAIL_PROBE_POWER:g}, reweighted (the tail probe)"
         ),
         "reference_energy": reference.get("energy"),
         "reference_uncertainty": reference.get("uncertainty"),
